@@ -1,0 +1,1 @@
+//! Bench helpers (the benches themselves are the `[[bench]]` targets).

@@ -1,0 +1,1 @@
+//! wasm-chord host library: everything `chord` needs that is not the CLI itself.

@@ -1,0 +1,4 @@
+//! `chord`: the wasm-chord command line.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
