@@ -41,7 +41,10 @@ impl ModelSummary {
         let prefix = format!("{architecture}.");
         let hyperparameters = m
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.display_short())))
+            .filter_map(|(k, v)| {
+                k.strip_prefix(&prefix)
+                    .map(|k| (k.to_string(), v.display_short()))
+            })
             .collect();
         let mut types: Vec<(String, usize)> = Vec::new();
         for t in &g.tensors {

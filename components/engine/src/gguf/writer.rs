@@ -8,7 +8,17 @@ use crate::{Error, Result};
 #[derive(Debug, Default)]
 pub struct GgufWriter {
     kv: Vec<(String, Value)>,
-    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    tensors: Vec<Spec>,
+}
+
+/// One tensor: its description and, unless it is streamed at write time, its data.
+#[derive(Debug)]
+struct Spec {
+    name: String,
+    dims: Vec<u64>,
+    ty: GgmlType,
+    size: u64,
+    data: Option<Vec<u8>>,
 }
 
 impl GgufWriter {
@@ -31,17 +41,51 @@ impl GgufWriter {
         ty: GgmlType,
         data: Vec<u8>,
     ) -> Result<&mut Self> {
-        let n: u64 = dims.iter().product();
-        let rows = n.checked_div(dims[0]).unwrap_or(0);
-        let want = ty.row_size(dims[0])? * rows;
-        if want != data.len() as u64 {
+        let size = Self::tensor_size(dims, ty)?;
+        if size != data.len() as u64 {
             return Err(Error::InvalidArgument(format!(
-                "tensor data is {} bytes, expected {want}",
+                "tensor data is {} bytes, expected {size}",
                 data.len()
             )));
         }
-        self.tensors.push((name.into(), dims.to_vec(), ty, data));
+        self.tensors.push(Spec {
+            name: name.into(),
+            dims: dims.to_vec(),
+            ty,
+            size,
+            data: Some(data),
+        });
         Ok(self)
+    }
+
+    /// Adds a tensor whose data [`GgufWriter::write_streaming`] asks for at write time; returns its size.
+    pub fn tensor_streamed(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: GgmlType,
+    ) -> Result<u64> {
+        let size = Self::tensor_size(dims, ty)?;
+        self.tensors.push(Spec {
+            name: name.into(),
+            dims: dims.to_vec(),
+            ty,
+            size,
+            data: None,
+        });
+        Ok(size)
+    }
+
+    /// Bytes of a tensor of this shape and type.
+    pub fn tensor_size(dims: &[u64], ty: GgmlType) -> Result<u64> {
+        let first = *dims
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("tensor without dimensions".into()))?;
+        let rows = dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        rows.and_then(|r| ty.row_size(first).ok()?.checked_mul(r))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("bad tensor shape {dims:?} for {}", ty.name()))
+            })
     }
 
     fn alignment(&self) -> u64 {
@@ -61,8 +105,21 @@ impl GgufWriter {
         out
     }
 
-    /// Streams the file to `w`.
+    /// Streams the file to `w` (every tensor must have its data).
     pub fn write(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        self.write_streaming(w, |i, _, out| match &self.tensors[i].data {
+            Some(d) => out.write_all(d),
+            None => Err(std::io::Error::other("tensor without data")),
+        })
+    }
+
+    /// Streams the file to `w`; `fill(index, name, out)` writes the data of each streamed tensor
+    /// (exactly its size in bytes), in order, so files larger than memory can be written.
+    pub fn write_streaming<W: std::io::Write>(
+        &self,
+        w: &mut W,
+        mut fill: impl FnMut(usize, &str, &mut W) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let align = self.alignment();
         let mut head = Vec::new();
         head.extend_from_slice(b"GGUF");
@@ -75,21 +132,21 @@ impl GgufWriter {
             put_value(&mut head, v);
         }
         let mut offset = 0u64;
-        for (name, dims, ty, data) in &self.tensors {
-            put_str(&mut head, name);
-            head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
+        for t in &self.tensors {
+            put_str(&mut head, &t.name);
+            head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
                 head.extend_from_slice(&d.to_le_bytes());
             }
-            head.extend_from_slice(&(*ty as u32).to_le_bytes());
+            head.extend_from_slice(&(t.ty as u32).to_le_bytes());
             head.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + data.len() as u64).div_ceil(align) * align;
+            offset += t.size.div_ceil(align) * align;
         }
         pad(&mut head, align);
         w.write_all(&head)?;
-        for (_, _, _, data) in &self.tensors {
-            w.write_all(data)?;
-            let padding = (data.len() as u64).div_ceil(align) * align - data.len() as u64;
+        for (i, t) in self.tensors.iter().enumerate() {
+            fill(i, &t.name, w)?;
+            let padding = t.size.div_ceil(align) * align - t.size;
             w.write_all(&vec![0u8; padding as usize])?;
         }
         Ok(())
