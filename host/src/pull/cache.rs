@@ -121,6 +121,16 @@ pub(crate) fn write_marker(path: &Path, sha256: &str, size: u64) -> Result<()> {
     fs::write(&marker, format!("{sha256} {size}\n")).map_err(Error::io(&marker))
 }
 
+/// The sha256 of `path` if a marker says it was verified and its size still matches (and
+/// matches `sha256` when given). Read-only and lock-free: the marker is written only after the
+/// file is in place, so this is the fast path for cache hits (and works on read-only caches).
+pub(crate) fn verified(path: &Path, sha256: Option<&str>) -> Option<String> {
+    let (marked_sha, marked_size) = read_marker(path)?;
+    let meta = fs::metadata(path).ok()?;
+    (meta.is_file() && meta.len() == marked_size && sha256.is_none_or(|s| s == marked_sha))
+        .then_some(marked_sha)
+}
+
 /// Deletes a cache file and its marker.
 pub(crate) fn remove_entry(path: &Path) -> Result<()> {
     let _ = fs::remove_file(marker_path(path));
@@ -161,10 +171,7 @@ pub(crate) fn check_cached(
     if let Some(size) = size.filter(|&s| s != actual_size) {
         return damaged(format!("{actual_size} bytes, expected {size}"));
     }
-    if let Some((marked_sha, marked_size)) = read_marker(path)
-        && marked_size == actual_size
-        && sha256.is_none_or(|s| s == marked_sha)
-    {
+    if let Some(marked_sha) = verified(path, sha256) {
         return Ok(Some(marked_sha));
     }
     let (actual_sha, _) = hash_file(path)?;

@@ -213,6 +213,15 @@ impl Cache {
     /// Pulls a known model (no-op, apart from a size check, when cached and verified).
     pub fn pull_known(&self, model: &KnownModel) -> Result<Pulled> {
         let dest = self.model_path(model);
+        if let Some(sha256) = cache::verified(&dest, Some(model.sha256))
+            && std::fs::metadata(&dest).is_ok_and(|m| m.len() == model.size)
+        {
+            return Ok(Pulled {
+                path: dest,
+                sha256,
+                downloaded: false,
+            });
+        }
         let dir = self.root.join("models");
         let _lock = cache::lock(&dir, model.file_name, self.progress)?;
         let cached =
@@ -306,6 +315,13 @@ impl Cache {
         let url_key = hex(&Sha256::digest(url.as_bytes()));
         let dir = self.root.join("urls").join(&url_key[..16]);
         let dest = dir.join(&file_name);
+        if let Some(sha256) = cache::verified(&dest, expected.as_deref()) {
+            return Ok(Pulled {
+                path: dest,
+                sha256,
+                downloaded: false,
+            });
+        }
         let _lock = cache::lock(&dir, &file_name, self.progress)?;
         if let Some(sha256) = cache::check_cached(&dest, expected.as_deref(), None, self.progress)?
         {

@@ -46,14 +46,23 @@ pub(crate) struct Body {
     pub len: Option<u64>,
 }
 
+/// Whether a failed request is worth retrying: timeouts and dropped connections are, DNS
+/// failures, refused connections, TLS and HTTP 4xx errors are not.
 fn transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Protocol(_)
-    )
+    use io::ErrorKind as K;
+    match e {
+        ureq::Error::Timeout(_) | ureq::Error::Protocol(_) => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionReset
+                | K::ConnectionAborted
+                | K::TimedOut
+                | K::UnexpectedEof
+                | K::BrokenPipe
+                | K::Interrupted
+        ),
+        _ => false,
+    }
 }
 
 fn backoff(attempt: u32) {
