@@ -60,6 +60,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The engine rejected a model or an input.
+    #[error("{0}")]
+    Engine(#[from] chord_engine::Error),
     /// A filesystem operation failed.
     #[error("{}: {err}", path.display())]
     Io {
