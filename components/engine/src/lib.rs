@@ -9,3 +9,5 @@ pub mod error;
 pub use error::{Error, Result};
 pub mod gguf;
 pub mod quant;
+pub mod sample;
+pub mod stop;
