@@ -7,6 +7,7 @@
 pub mod error;
 
 pub use error::{Error, Result};
+pub mod chat;
 pub mod gguf;
 pub mod quant;
 pub mod sample;
