@@ -162,3 +162,48 @@ fn hf_dialect_matches_python_jinja2() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The built-in templates against llama.cpp's own `llm_chat_apply_template` for the same formats
+/// (tests/fixtures/chat/llama_cpp_builtin.json, from scripts/llama_cpp_ref/harness.cpp).
+#[test]
+fn builtins_match_llama_cpp_formats() {
+    // The conversations of harness.cpp.
+    let conv = |name: &str| -> Vec<Message> {
+        match name {
+            "single" => vec![Message::new("user", "What is the boiling point of water?")],
+            "multi" => vec![
+                Message::new("system", "  You are terse.  "),
+                Message::new("user", "Hi there."),
+                Message::new("assistant", " Hello! How can I help? "),
+                Message::new("user", "Write a haiku about the sea."),
+            ],
+            "unicode" => vec![
+                Message::new(
+                    "user",
+                    "Ça va? \"quotes\" and \\backslash\\\nnew line — 日本語 🦀",
+                ),
+                Message::new("assistant", "Très bien.\ttab"),
+            ],
+            other => panic!("unknown conversation {other}"),
+        }
+    };
+    let j = read_json("chat/llama_cpp_builtin.json");
+    let cases = j.as_array().unwrap();
+    assert_eq!(cases.len(), 36);
+    for c in cases {
+        let ours = match c["template"].as_str().unwrap() {
+            "llama2-sys" => "llama2",
+            "mistral-v3" => "mistral",
+            other => other,
+        };
+        let t = ChatTemplate::builtin(ours).unwrap();
+        let cname = c["conversation"].as_str().unwrap();
+        let agp = c["add_generation_prompt"].as_bool().unwrap();
+        let got = t.render(&conv(cname), agp, "<s>", "</s>").unwrap();
+        assert_eq!(
+            got,
+            c["expected"].as_str().unwrap(),
+            "{ours}/{cname}/agp={agp}"
+        );
+    }
+}

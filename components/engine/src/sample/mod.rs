@@ -291,7 +291,11 @@ impl Candidates {
         self.softmax();
         let mut entropy = 0.0f32;
         for t in &self.data {
-            entropy += -t.p * libm::logf(t.p);
+            // Skip p == 0 (underflowed exp): 0 * ln 0 would make the entropy NaN, where llama.cpp
+            // then sorts NaN scores; the limit p ln p → 0 is what the formula means.
+            if t.p > 0.0 {
+                entropy += -t.p * libm::logf(t.p);
+            }
         }
         scores.clear();
         for (i, t) in self.data.iter().enumerate() {

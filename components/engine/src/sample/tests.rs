@@ -519,3 +519,27 @@ fn random_seed_is_resolved() {
     let s = Sampler::new(SamplerOptions::default(), 4).unwrap();
     assert_ne!(s.seed(), DEFAULT_SEED);
 }
+
+#[test]
+fn typical_with_underflowing_probabilities() {
+    // Logits 200 apart: exp underflows to 0 for the low ones. The entropy must stay finite and the
+    // result must be the dominant token, not a NaN-ordered pick.
+    let mut logits = vec![-200.0f32; 100];
+    logits[17] = 0.0;
+    logits[42] = -0.5;
+    let mut s = Sampler::new(
+        opts(|o| {
+            o.top_k = 0;
+            o.top_p = 1.0;
+            o.min_p = 0.0;
+            o.typical_p = 0.9;
+        }),
+        100,
+    )
+    .unwrap();
+    for _ in 0..20 {
+        let t = s.sample(&logits).unwrap();
+        assert!(t == 17 || t == 42, "{t}");
+    }
+    assert!(s.candidates().iter().all(|t| t.p.is_finite()));
+}
