@@ -111,7 +111,11 @@ pub(crate) fn strftime(fmt: &str, t: i64) -> String {
                 format!("{v:0w$}")
             }
         };
-        let h12 = if tm.hour.is_multiple_of(12) { 12 } else { tm.hour % 12 };
+        let h12 = if tm.hour.is_multiple_of(12) {
+            12
+        } else {
+            tm.hour % 12
+        };
         let s = match d {
             'a' => DAYS[tm.weekday][..3].to_string(),
             'A' => DAYS[tm.weekday].to_string(),
