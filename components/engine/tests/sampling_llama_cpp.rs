@@ -4,8 +4,6 @@
 //! accepting each token before the next draw. Made by scripts/llama_cpp_ref/ (harness.cpp calls
 //! llama.cpp's public sampler API). The logits are distinct, so no tie order can differ.
 
-use std::path::PathBuf;
-
 use chord_engine::sample::{Sampler, SamplerOptions};
 use serde_json::Value as Json;
 
@@ -16,9 +14,9 @@ fn logits(n: usize, m: usize, d: f32) -> Vec<f32> {
 
 #[test]
 fn sampler_chain_matches_llama_cpp() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/sampling/llama_cpp_chain.json");
-    let cases: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Embedded, so the test also runs on wasm32-wasip2 without file access.
+    let text = include_str!("../../../tests/fixtures/sampling/llama_cpp_chain.json");
+    let cases: Json = serde_json::from_str(text).unwrap();
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 12);
     for c in cases {
