@@ -5,5 +5,6 @@
 //! WIT glue turns it into the engine component.
 
 pub mod error;
+pub mod quant;
 
 pub use error::{Error, Result};
