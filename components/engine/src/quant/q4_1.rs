@@ -115,7 +115,7 @@ pub(crate) mod avx2 {
         for (xb, yb) in x.iter().zip(y) {
             let d0 = f16_le(xb.d);
             let d1 = f16_le(yb.d);
-            summs += f16_le(xb.m) * f16_le(yb.s);
+            summs = f16_le(xb.m).mul_add(f16_le(yb.s), summs);
             let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1));
             let qx = bytes_from_nibbles_32(&xb.qs);
             // SAFETY: `qs` is 32 bytes.

@@ -126,7 +126,7 @@ pub(crate) mod avx2 {
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
             let dx = _mm256_set1_ps(f16_le(xb.d));
-            summs += f16_le(xb.m) * f16_le(yb.s);
+            summs = f16_le(xb.m).mul_add(f16_le(yb.s), summs);
             let mut qx = bytes_from_nibbles_32(&xb.qs);
             let mut bxhi = bytes_from_bits_32(&xb.qh);
             bxhi = _mm256_and_si256(bxhi, _mm256_set1_epi8(0x10));

@@ -259,7 +259,7 @@ pub(crate) mod avx2 {
             );
             let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(mins_and_scales), q8s);
             let hsum = _mm_hadd_epi32(_mm_hadd_epi32(prod, mzero), mzero);
-            summs += dmin * _mm_extract_epi32::<0>(hsum) as f32;
+            summs = dmin.mul_add(_mm_extract_epi32::<0>(hsum) as f32, summs);
 
             let sc128 = _mm256_extracti128_si256::<0>(mins_and_scales);
             let scales = _mm256_set_m128i(sc128, sc128);
