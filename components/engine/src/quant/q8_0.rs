@@ -1,7 +1,7 @@
 //! Q8_0: blocks of 32 values, `x = d * q` with `q` in i8 and an f16 scale. Also the activation
 //! type of Q4_0, Q5_0, Q8_0 and IQ4_NL.
 
-use super::util::{Pod, cvt_f32_i32, f16_le, f16_to_le, sat_i8};
+use super::util::{Pod, f16_le, f16_to_le, round_act, sat_i8};
 use super::{Backend, GgmlType, QuantBlock};
 
 /// ggml's `block_q8_0`.
@@ -89,7 +89,7 @@ pub(crate) mod scalar {
             b.d = f16_to_le(d);
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             for (q, &v) in b.qs.iter_mut().zip(x) {
-                *q = sat_i8(cvt_f32_i32((v * id).round_ties_even()));
+                *q = sat_i8(round_act(v * id));
             }
         }
     }

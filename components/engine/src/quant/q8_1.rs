@@ -1,7 +1,7 @@
 //! Q8_1: blocks of 32 values, `x = d * q`, plus `s = d * sum(q)`. The activation type of Q4_1
 //! and Q5_1 (the sum folds their min term into one multiply per block).
 
-use super::util::{Pod, cvt_f32_i32, f16_le, f16_to_le, sat_i8};
+use super::util::{Pod, f16_le, f16_to_le, round_act, sat_i8};
 use super::{Backend, GgmlType, QuantBlock};
 
 /// ggml's `block_q8_1`.
@@ -99,7 +99,7 @@ pub(crate) mod scalar {
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut sum = 0i32;
             for (q, &v) in b.qs.iter_mut().zip(x) {
-                let i = cvt_f32_i32((v * id).round_ties_even());
+                let i = round_act(v * id);
                 sum = sum.wrapping_add(i);
                 *q = sat_i8(i);
             }

@@ -142,6 +142,18 @@ pub(crate) fn cvt_f32_i32(f: f32) -> i32 {
     }
 }
 
+/// Round half to even and convert, exactly as `_mm256_round_ps` + `_mm256_cvtps_epi32` do
+/// (NaN and out-of-range give `i32::MIN`). Finite activations take the fast `nearest_int` path,
+/// which avoids a `roundevenf` libcall on x86 without SSE4.1.
+#[inline(always)]
+pub(crate) fn round_act(f: f32) -> i32 {
+    if f.abs() <= 4_194_303.0 {
+        nearest_int(f)
+    } else {
+        cvt_f32_i32(f.round_ties_even())
+    }
+}
+
 /// Saturating i32 -> i8, as the `packs` instructions do.
 #[inline(always)]
 pub(crate) fn sat_i8(v: i32) -> i8 {
@@ -190,6 +202,32 @@ mod tests {
         ] {
             assert_eq!(nearest_int(f), want, "{f}");
             assert_eq!(f.round_ties_even() as i32, want);
+        }
+    }
+
+    #[test]
+    fn round_act_matches_cvtps() {
+        let mut x = -300.0f32;
+        while x < 300.0 {
+            assert_eq!(round_act(x), x.round_ties_even() as i32, "{x}");
+            x += 0.125;
+        }
+        for x in [
+            4_194_303.5f32,
+            4_194_304.5,
+            1e9,
+            -1e9,
+            3e9,
+            -3e9,
+            f32::INFINITY,
+            f32::NAN,
+        ] {
+            let want = if x.is_nan() || x.abs() >= 2_147_483_648.0 {
+                i32::MIN
+            } else {
+                x.round_ties_even() as i32
+            };
+            assert_eq!(round_act(x), want, "{x}");
         }
     }
 
