@@ -9,3 +9,4 @@ pub mod error;
 pub use error::{Error, Result};
 pub mod gguf;
 pub mod quant;
+pub mod tokenizer;
