@@ -40,6 +40,7 @@ use crate::{Error, Result};
 use unicode::Splitter;
 
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The vocabulary's algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +154,9 @@ pub struct SpecialTokens {
     pub fim_sep: Option<u32>,
 }
 
+/// Selects one field of [`SpecialTokens`].
+type SpecialField = fn(&mut SpecialTokens) -> &mut Option<u32>;
+
 /// A tokenizer built from a GGUF vocabulary; immutable and shareable across threads.
 #[derive(Debug)]
 pub struct Tokenizer {
@@ -179,8 +183,12 @@ pub struct Tokenizer {
     special_cache: Vec<u32>,
     /// Finds which of `special_cache` occur in a text (patterns in `special_cache` order).
     special_matcher: Option<aho_corasick::AhoCorasick>,
-    /// Byte fallback: the token for each byte, per vocabulary type (see `byte_fallback_table`).
+    /// SPM: every pair of characters adjacent in some token (see `spm::tokenize`).
+    spm_pairs: FastSet<u64>,
+    /// Byte fallback: the token for each byte, per vocabulary type (see `build_byte_fallback`).
     byte_tokens: [Option<u32>; 256],
+    /// Byte-level BPE: the initial symbol of each raw byte (its encoded character's symbol id).
+    byte_symbols: [u32; 256],
     /// `token_to_piece(id, special = true)` of every token, concatenated (`cache_token_to_piece`).
     pieces: Vec<u8>,
     piece_starts: Vec<usize>,
@@ -302,13 +310,13 @@ impl Tokenizer {
                 )));
             }
         };
-        if let Some(s) = &scores {
-            if s.len() < n_tokens {
-                return Err(Error::InvalidModel(format!(
-                    "{scores_key} has {} entries for {n_tokens} tokens",
-                    s.len()
-                )));
-            }
+        if let Some(s) = &scores
+            && s.len() < n_tokens
+        {
+            return Err(Error::InvalidModel(format!(
+                "{scores_key} has {} entries for {n_tokens} tokens",
+                s.len()
+            )));
         }
         let types_key = key(Kv::TokenizerTokenType);
         let types = md.get_array(&types_key)?;
@@ -371,7 +379,7 @@ impl Tokenizer {
         // Special token ids: defaults out of range are dropped; metadata ids out of range keep the
         // current value (llama.cpp warns "bad special token").
         {
-            let entries: [(Kv, fn(&mut SpecialTokens) -> &mut Option<u32>); 17] = [
+            let entries: [(Kv, SpecialField); 17] = [
                 (Kv::TokenizerBosId, |s| &mut s.bos),
                 (Kv::TokenizerEosId, |s| &mut s.eos),
                 (Kv::TokenizerEotId, |s| &mut s.eot),
@@ -395,10 +403,10 @@ impl Tokenizer {
                 if id.is_some_and(|i| i >= n_vocab) {
                     *id = None;
                 }
-                if let Some(new_id) = md.get_u32(&key(k))? {
-                    if new_id < n_vocab {
-                        *id = Some(new_id);
-                    }
+                if let Some(new_id) = md.get_u32(&key(k))?
+                    && new_id < n_vocab
+                {
+                    *id = Some(new_id);
                 }
             }
         }
@@ -439,12 +447,17 @@ impl Tokenizer {
             eog: Vec::new(),
             special_cache: Vec::new(),
             special_matcher: None,
+            spm_pairs: FastSet::default(),
             byte_tokens: [None; 256],
+            byte_symbols: [u32::MAX; 256],
             pieces: Vec::new(),
             piece_starts: Vec::new(),
         };
         tok.detect_special_by_text();
         tok.build_byte_fallback();
+        if tok.kind == VocabKind::Spm {
+            tok.build_spm_pairs();
+        }
         tok.build_special_cache()?;
         tok.build_pieces()?;
         tok.apply_strip_attrs(md)?;
@@ -535,7 +548,7 @@ impl Tokenizer {
             "[e~[",
         ];
 
-        let lists: [(&[&str], fn(&mut SpecialTokens) -> &mut Option<u32>); 8] = [
+        let lists: [(&[&str], SpecialField); 8] = [
             (EOT, |s| &mut s.eot),
             (EOM, |s| &mut s.eom),
             (FIM_PRE, |s| &mut s.fim_pre),
@@ -602,24 +615,25 @@ impl Tokenizer {
             .copied()
             .find(|&id| &*self.tokens[id as usize].text == "<|end|>");
         let has_call = has(&eog, self, "<|call|>") || has(&eog, self, "<|calls|>");
-        if let Some(end_id) = end_id {
-            if (has(&eog, self, "<|return|>") && has_call)
-                || (has_call && has(&eog, self, "<|flush|>"))
-            {
-                eog.retain(|&id| id != end_id);
-                self.tokens[end_id as usize].attr = TokenAttr::USER_DEFINED;
-            }
+        let has_return = has(&eog, self, "<|return|>");
+        let has_flush = has(&eog, self, "<|flush|>");
+        if let Some(end_id) = end_id
+            && has_call
+            && (has_return || has_flush)
+        {
+            eog.retain(|&id| id != end_id);
+            self.tokens[end_id as usize].attr = TokenAttr::USER_DEFINED;
         }
         // Gemma 4 and PLaMo have a normal "</s>".
         let s_id = eog
             .iter()
             .copied()
             .find(|&id| &*self.tokens[id as usize].text == "</s>");
-        if let Some(s_id) = s_id {
-            if has(&eog, self, "<|tool_response>") || has(&eog, self, "<|plamo:eos|>") {
-                eog.retain(|&id| id != s_id);
-                self.tokens[s_id as usize].attr = TokenAttr::NORMAL;
-            }
+        if let Some(s_id) = s_id
+            && (has(&eog, self, "<|tool_response>") || has(&eog, self, "<|plamo:eos|>"))
+        {
+            eog.retain(|&id| id != s_id);
+            self.tokens[s_id as usize].attr = TokenAttr::NORMAL;
         }
         self.eog = eog;
     }
@@ -629,23 +643,50 @@ impl Tokenizer {
         t.attr = t.attr.with(attr);
     }
 
-    /// The byte-fallback token of each byte: SPM `<0xXX>` (else the byte itself, `byte_to_token`),
-    /// byte-level BPE the raw single byte, UTF-8 BPE (Gemma 4) `<0xXX>`.
+    /// The byte-fallback token of each byte: SPM `<0xXX>` (else the byte itself, `byte_to_token`);
+    /// UTF-8 BPE (Gemma 4) `<0xXX>`; byte-level BPE looks up each byte of a symbol's *encoded* text
+    /// alone, which only finds a token for the bytes encoded as themselves (printable ASCII), so it is
+    /// indexed here by raw byte.
     fn build_byte_fallback(&mut self) {
         let byte_encode = self.pre.is_some_and(|c| c.byte_encode);
         for b in 0..=255u8 {
             let hex = format!("<0x{b:02X}>");
-            let raw = if b.is_ascii() {
+            let own = if b.is_ascii() {
                 self.text_to_token(&char::from(b).to_string())
             } else {
                 None
             };
             self.byte_tokens[usize::from(b)] = match self.kind {
-                VocabKind::Spm => self.text_to_token(&hex).or(raw),
-                VocabKind::Bpe if byte_encode => raw,
+                VocabKind::Spm => self.text_to_token(&hex).or(own),
+                VocabKind::Bpe if byte_encode => {
+                    if unicode::byte_encoded_cpt(b) == u32::from(b) {
+                        own
+                    } else {
+                        None
+                    }
+                }
                 VocabKind::Bpe => self.text_to_token(&hex),
             };
+            if byte_encode {
+                let mut enc = String::new();
+                unicode::push_byte_encoded(&mut enc, b);
+                self.byte_symbols[usize::from(b)] = self.merges.symbol(&enc, &self.token_to_id);
+            }
         }
+    }
+
+    fn build_spm_pairs(&mut self) {
+        let mut pairs = FastSet::default();
+        for t in &self.tokens {
+            let mut chars = t.text.chars();
+            if let Some(mut a) = chars.next() {
+                for b in chars {
+                    pairs.insert(spm::pair_key(a, b));
+                    a = b;
+                }
+            }
+        }
+        self.spm_pairs = pairs;
     }
 
     fn build_special_cache(&mut self) -> Result<()> {
@@ -731,10 +772,10 @@ impl Tokenizer {
                 let a = &mut self.tokens[id as usize].attr;
                 *a = a.without(TokenAttr::RSTRIP);
             }
-        } else if contains_any(&name, &["modern-bert"]) {
-            if let Some(id) = self.text_to_token("[MASK]") {
-                self.add_attr(id, TokenAttr::LSTRIP);
-            }
+        } else if contains_any(&name, &["modern-bert"])
+            && let Some(id) = self.text_to_token("[MASK]")
+        {
+            self.add_attr(id, TokenAttr::LSTRIP);
         }
         Ok(())
     }
@@ -959,7 +1000,6 @@ impl Tokenizer {
         let cpts: Vec<u32> = text.chars().map(u32::from).collect();
         let offsets = unicode::split(&cpts, &self.splitters)?;
         let byte_encode = self.pre.is_some_and(|c| c.byte_encode);
-        let mut word = String::new();
         let mut byte = 0usize;
         for len in offsets {
             let start = byte;
@@ -967,13 +1007,9 @@ impl Tokenizer {
             byte = it.nth(len).map_or(text.len(), |(i, _)| start + i);
             let raw = &text[start..byte];
             if byte_encode {
-                word.clear();
-                for &b in raw.as_bytes() {
-                    unicode::push_byte_encoded(&mut word, b);
-                }
-                session.word(self, &word, out)?;
+                session.word_bytes(self, raw.as_bytes(), out)?;
             } else {
-                session.word(self, raw, out)?;
+                session.word_utf8(self, raw, out)?;
             }
         }
         Ok(())
@@ -1070,28 +1106,26 @@ impl Tokenizer {
     ) -> Result<Vec<u8>> {
         let mut ids = ids;
         let mut remove_space = self.add_space_prefix;
-        if remove_special && self.add_bos {
-            if let (Some(&first), Some(bos)) = (ids.first(), self.special.bos) {
-                if first == bos {
-                    remove_space = false;
-                    ids = &ids[1..];
-                }
-            }
+        if remove_special
+            && self.add_bos
+            && let Some((&first, rest)) = ids.split_first()
+            && Some(first) == self.special.bos
+        {
+            remove_space = false;
+            ids = rest;
         }
-        if remove_special && self.add_eos {
-            if let (Some(&last), Some(eos)) = (ids.last(), self.special.eos) {
-                if last == eos {
-                    ids = &ids[..ids.len() - 1];
-                }
-            }
+        if remove_special
+            && self.add_eos
+            && let Some((&last, rest)) = ids.split_last()
+            && Some(last) == self.special.eos
+        {
+            ids = rest;
         }
         let mut text = Vec::new();
         for &id in ids {
             let mut piece = self.token_to_piece(id, unparse_special)?;
-            if remove_space {
-                if let Some(rest) = piece.strip_prefix(b" ") {
-                    piece = rest;
-                }
+            if remove_space && let Some(rest) = piece.strip_prefix(b" ") {
+                piece = rest;
             }
             remove_space = false;
             text.extend_from_slice(piece);
@@ -1199,13 +1233,10 @@ fn clean_up_spaces(text: &mut Vec<u8>) {
     for (i, &x) in t.iter().enumerate() {
         if i > 0 && t[i - 1] == b' ' && x == b'\'' && i + 1 < t.len() {
             let x1 = t[i + 1];
-            if x1 == b's' || x1 == b'm' {
+            let x2 = t.get(i + 2).copied();
+            // " 's", " 'm"; " 're", " 've" (" 't", " 'd", " 'll" keep their space).
+            if x1 == b's' || x1 == b'm' || ((x1 == b'r' || x1 == b'v') && x2 == Some(b'e')) {
                 out.pop();
-            } else if x1 != b't' && x1 != b'd' && i + 2 < t.len() {
-                let x2 = t[i + 2];
-                if (x1 == b'r' && x2 == b'e') || (x1 == b'v' && x2 == b'e') {
-                    out.pop();
-                }
             }
         }
         out.push(x);

@@ -103,6 +103,12 @@ const fn build_byte_to_cpt() -> [u32; 256] {
 
 const BYTE_TO_CPT: [u32; 256] = build_byte_to_cpt();
 
+/// The code point GPT-2's byte encoding gives `byte`.
+#[inline]
+pub(crate) fn byte_encoded_cpt(byte: u8) -> u32 {
+    BYTE_TO_CPT[usize::from(byte)]
+}
+
 /// The byte-level BPE encoding of `byte`, appended to `out`.
 #[inline]
 pub(crate) fn push_byte_encoded(out: &mut String, byte: u8) {
@@ -249,26 +255,25 @@ fn collapse_expr(expr: &str) -> String {
             i += 1;
             continue;
         }
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'p' && b[i + 2] == b'{' {
-            if let Some(close) = expr[i + 3..].find('}').map(|p| p + i + 3) {
-                if close <= i + 10 {
-                    let pat = &expr[i..=close];
-                    if let Some(&(_, cat)) = UCAT_ENUM.iter().find(|(name, _)| *name == pat) {
-                        if let Some((stand_in, ascii)) = ucat_collapsed(cat) {
-                            if !inside {
-                                out.push('[');
-                            }
-                            out.push_str(&format!("\\x{{{:X}}}", u32::from(stand_in)));
-                            out.push_str(ascii);
-                            if !inside {
-                                out.push(']');
-                            }
-                            i = close + 1;
-                            continue;
-                        }
-                    }
-                }
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1] == b'p'
+            && b[i + 2] == b'{'
+            && let Some(close) = expr[i + 3..].find('}').map(|p| p + i + 3)
+            && close <= i + 10
+            && let Some(&(_, cat)) = UCAT_ENUM.iter().find(|(name, _)| *name == &expr[i..=close])
+            && let Some((stand_in, ascii)) = ucat_collapsed(cat)
+        {
+            if !inside {
+                out.push('[');
             }
+            out.push_str(&format!("\\x{{{:X}}}", u32::from(stand_in)));
+            out.push_str(ascii);
+            if !inside {
+                out.push(']');
+            }
+            i = close + 1;
+            continue;
         }
         // The expression is ASCII here, so bytes are chars.
         out.push(char::from(b[i]));
