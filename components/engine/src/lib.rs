@@ -12,4 +12,6 @@ pub mod quant;
 pub mod sample;
 pub mod stop;
 
+pub mod tokenizer;
+
 pub use error::{Error, Result};
