@@ -325,20 +325,30 @@ pub(crate) mod simd128 {
     pub mod f16 {
         use super::*;
 
-        /// SIMD128 f16 dot product: halves widened one by one (wasm has no half conversion),
-        /// products accumulated in four f32 lanes.
+        /// SIMD128 f16 dot product: 8 halves per step, widened with the lane-wise form of
+        /// ggml's fp16 -> fp32 conversion, products accumulated in two f32x4.
         pub fn vec_dot(x: &[BlockF16], y: &[BlockF16]) -> f32 {
+            use super::super::super::wasm::{f16x4_to_f32x4, load};
             let n = x.len().min(y.len());
-            let np = n & !3;
-            let mut acc = f32x4_splat(0.0);
+            let np = n & !7;
+            let (mut c1, mut c2) = (f32x4_splat(0.0), f32x4_splat(0.0));
             let mut i = 0;
             while i < np {
-                let a = f32x4(x[i].get(), x[i + 1].get(), x[i + 2].get(), x[i + 3].get());
-                let b = f32x4(y[i].get(), y[i + 1].get(), y[i + 2].get(), y[i + 3].get());
-                acc = f32x4_add(acc, f32x4_mul(a, b));
-                i += 4;
+                // SAFETY: 8 halves (16 bytes) at i < np are in bounds.
+                let (a, b) = unsafe { (load(x.as_ptr().add(i)), load(y.as_ptr().add(i))) };
+                let (alo, ahi) = (
+                    f16x4_to_f32x4(u32x4_extend_low_u16x8(a)),
+                    f16x4_to_f32x4(u32x4_extend_high_u16x8(a)),
+                );
+                let (blo, bhi) = (
+                    f16x4_to_f32x4(u32x4_extend_low_u16x8(b)),
+                    f16x4_to_f32x4(u32x4_extend_high_u16x8(b)),
+                );
+                c1 = f32x4_add(c1, f32x4_mul(alo, blo));
+                c2 = f32x4_add(c2, f32x4_mul(ahi, bhi));
+                i += 8;
             }
-            let mut sumf = hsum(acc) as f64;
+            let mut sumf = hsum(f32x4_add(c1, c2)) as f64;
             for k in np..n {
                 sumf += (x[k].get() * y[k].get()) as f64;
             }

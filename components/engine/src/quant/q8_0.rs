@@ -241,7 +241,8 @@ pub(crate) mod simd128 {
         let mut i = [i32x4_splat(0); 8];
         let mut sum = i32x4_splat(0);
         for (ij, vj) in i.iter_mut().zip(v) {
-            *ij = i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(vj, mul)));
+            // |v * id| <= 127 (+ rounding) for finite input, well inside nearest_i32x4's range.
+            *ij = nearest_i32x4(f32x4_mul(vj, mul));
             sum = i32x4_add(sum, *ij);
         }
         let a = i8x16_narrow_i16x8(

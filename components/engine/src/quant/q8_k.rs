@@ -213,7 +213,7 @@ pub(crate) mod avx2 {
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod simd128 {
-    use super::super::wasm::{hsum_i32x4, load};
+    use super::super::wasm::{load, nearest_i32x4};
     use super::*;
     use core::arch::wasm32::*;
 
@@ -222,42 +222,78 @@ pub(crate) mod simd128 {
     pub fn quantize_act(x: &[f32], y: &mut [BlockQ8_K]) {
         for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
             let p = x.as_ptr();
-            let mut m = f32x4_splat(0.0);
-            for j in 0..QK_K / 4 {
-                // SAFETY: 4 floats at 4j < 256.
-                m = f32x4_max(m, f32x4_abs(unsafe { load(p.add(4 * j)) }));
+            let mut mx = [f32x4_splat(0.0); 4];
+            let mut mn = [f32x4_splat(0.0); 4];
+            for j in 0..QK_K / 16 {
+                for k in 0..4 {
+                    // SAFETY: 4 floats at 16j + 4k < 256.
+                    let v = unsafe { load(p.add(16 * j + 4 * k)) };
+                    mx[k] = f32x4_max(mx[k], v);
+                    mn[k] = f32x4_min(mn[k], v);
+                }
             }
-            let m = f32x4_max(m, i32x4_shuffle::<2, 3, 0, 1>(m, m));
-            let m = f32x4_max(m, i32x4_shuffle::<1, 0, 3, 2>(m, m));
-            let amax = f32x4_extract_lane::<0>(m);
-            if amax == 0.0 {
+            let hmax = |v: v128| {
+                let v = f32x4_max(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+                f32x4_extract_lane::<0>(f32x4_max(v, i32x4_shuffle::<1, 0, 3, 2>(v, v)))
+            };
+            let hmin = |v: v128| {
+                let v = f32x4_min(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+                f32x4_extract_lane::<0>(f32x4_min(v, i32x4_shuffle::<1, 0, 3, 2>(v, v)))
+            };
+            let max = hmax(f32x4_max(f32x4_max(mx[0], mx[1]), f32x4_max(mx[2], mx[3])));
+            let min = hmin(f32x4_min(f32x4_min(mn[0], mn[1]), f32x4_min(mn[2], mn[3])));
+            if max == 0.0 && min == 0.0 {
                 b.d = 0f32.to_le_bytes();
                 b.qs = [0; QK_K];
                 b.bsums = [0; 32];
                 continue;
             }
-            let iscale = -127.0 / signed_max(x, amax);
+            // The reference takes the first value of largest magnitude; only a tie between
+            // +a and -a needs a scan to know which came first.
+            let signed_max = if max > -min {
+                max
+            } else if -min > max {
+                min
+            } else {
+                signed_max(x, max)
+            };
+            let iscale = -127.0 / signed_max;
             let mul = f32x4_splat(iscale);
             let max127 = i32x4_splat(127);
-            for j in 0..QK_K / 16 {
-                let mut i = [i32x4_splat(0); 4];
-                for (k, ik) in i.iter_mut().enumerate() {
-                    // SAFETY: 4 floats at 16j + 4k < 256.
-                    let v = unsafe { load(p.add(16 * j + 4 * k)) };
-                    *ik = i32x4_min(
-                        i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(v, mul))),
-                        max127,
+            for jj in 0..QK_K / 64 {
+                let mut sums = [i32x4_splat(0); 4];
+                for (g, sg) in sums.iter_mut().enumerate() {
+                    let j = 4 * jj + g;
+                    let mut i = [i32x4_splat(0); 4];
+                    for (k, ik) in i.iter_mut().enumerate() {
+                        // SAFETY: 4 floats at 16j + 4k < 256.
+                        let v = unsafe { load(p.add(16 * j + 4 * k)) };
+                        *ik = i32x4_min(nearest_i32x4(f32x4_mul(v, mul)), max127);
+                    }
+                    let q8 = i8x16_narrow_i16x8(
+                        i16x8_narrow_i32x4(i[0], i[1]),
+                        i16x8_narrow_i32x4(i[2], i[3]),
                     );
+                    // SAFETY: 16 bytes at 16j < 256.
+                    unsafe { v128_store(b.qs.as_mut_ptr().add(16 * j).cast(), q8) };
+                    *sg = i32x4_add(i32x4_add(i[0], i[1]), i32x4_add(i[2], i[3]));
                 }
-                let q8 = i8x16_narrow_i16x8(
-                    i16x8_narrow_i32x4(i[0], i[1]),
-                    i16x8_narrow_i32x4(i[2], i[3]),
+                // Transpose-add the four groups' lane sums into [S0, S1, S2, S3].
+                let t0 = i32x4_add(
+                    i32x4_shuffle::<0, 4, 1, 5>(sums[0], sums[1]),
+                    i32x4_shuffle::<2, 6, 3, 7>(sums[0], sums[1]),
                 );
-                // SAFETY: 16 bytes at 16j < 256.
-                unsafe { v128_store(b.qs.as_mut_ptr().add(16 * j).cast(), q8) };
-                let s = i32x4_add(i32x4_add(i[0], i[1]), i32x4_add(i[2], i[3]));
-                let s = hsum_i32x4(s) as i16;
-                b.bsums[2 * j..2 * j + 2].copy_from_slice(&s.to_le_bytes());
+                let t1 = i32x4_add(
+                    i32x4_shuffle::<0, 4, 1, 5>(sums[2], sums[3]),
+                    i32x4_shuffle::<2, 6, 3, 7>(sums[2], sums[3]),
+                );
+                let r = i32x4_add(
+                    i32x4_shuffle::<0, 1, 4, 5>(t0, t1),
+                    i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
+                );
+                let r16 = i16x8_narrow_i32x4(r, r);
+                b.bsums[8 * jj..8 * jj + 8]
+                    .copy_from_slice(&i64x2_extract_lane::<0>(r16).to_le_bytes());
             }
             b.d = (1.0 / iscale).to_le_bytes();
         }

@@ -47,3 +47,33 @@ pub(crate) fn bits_to_bytes16(bits: u16) -> v128 {
     let mask = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
     i8x16_eq(v128_and(v, mask), mask)
 }
+
+/// Round half to even and convert to i32, for lanes with |v| <= 4194303 (ggml's `nearest_int`
+/// trick: adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits). Cheaper than
+/// `f32x4_nearest` + `i32x4_trunc_sat_f32x4`, which has no single x86 instruction.
+#[inline(always)]
+pub(crate) fn nearest_i32x4(v: v128) -> v128 {
+    i32x4_sub(
+        f32x4_add(v, f32x4_splat(12_582_912.0)),
+        i32x4_splat(0x4B40_0000),
+    )
+}
+
+/// Four IEEE halves (zero-extended in u32 lanes) to f32: the lane-wise form of
+/// `ggml_compute_fp16_to_fp32` (same operations as `util::fp16_to_f32`, so the same bits).
+#[inline(always)]
+pub(crate) fn f16x4_to_f32x4(h: v128) -> v128 {
+    let w = i32x4_shl(h, 16);
+    let sign = v128_and(w, u32x4_splat(0x8000_0000));
+    let two_w = i32x4_add(w, w);
+    let normalized = f32x4_mul(
+        i32x4_add(u32x4_shr(two_w, 4), u32x4_splat(0xE0 << 23)),
+        f32x4_splat(f32::from_bits(0x0780_0000)),
+    );
+    let denormalized = f32x4_sub(
+        v128_or(u32x4_shr(two_w, 17), u32x4_splat(126 << 23)),
+        f32x4_splat(0.5),
+    );
+    let is_denormal = u32x4_lt(two_w, u32x4_splat(1 << 27));
+    v128_or(sign, v128_bitselect(denormalized, normalized, is_denormal))
+}
