@@ -48,9 +48,11 @@ impl ModelSummary {
             .collect();
         let mut types: Vec<(String, usize)> = Vec::new();
         for t in &g.tensors {
-            match types.iter_mut().find(|(n, _)| n == t.ty.name()) {
+            // Upper case, as llama.cpp's tools print types (Q4_K, not ggml_type_name's q4_K).
+            let name = t.ty.name().to_uppercase();
+            match types.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, c)) => *c += 1,
-                None => types.push((t.ty.name().to_string(), 1)),
+                None => types.push((name, 1)),
             }
         }
         types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
