@@ -7,12 +7,14 @@ use chord_engine::gguf::Gguf;
 use chord_engine::tokenizer::{StreamDecoder, Tokenizer};
 use serde::Deserialize;
 
-/// A real model's path: `CHORD_MODELS_DIR` (default /work/models) joined with `name`.
-fn model_path(name: &str) -> PathBuf {
-    std::env::var_os("CHORD_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/models"))
-        .join(name)
+/// A real model's path, by file name, fetched through `chord pull`'s code on first use.
+fn model_path(file: &str) -> PathBuf {
+    let name = match file {
+        "SmolLM2-135M-Instruct.Q4_1.gguf" => "smollm2-135m-instruct",
+        "gemma-3-270m-q4_k_m.gguf" => "gemma3-270m",
+        other => panic!("no known model for {other}"),
+    };
+    chord_tests::model(name)
 }
 
 #[derive(Deserialize)]
@@ -34,13 +36,6 @@ fn load(fixture: &str) -> Option<(Fixture, Tokenizer)> {
     let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fx: Fixture = serde_json::from_str(&json).expect("fixture json");
     let model = model_path(&fx.model);
-    if !model.is_file() {
-        eprintln!(
-            "SKIPPED: model {} not found (set CHORD_MODELS_DIR)",
-            model.display()
-        );
-        return None;
-    }
     let file = std::fs::File::open(&model).expect("open model");
     let tok = Tokenizer::from_gguf(&Gguf::read(&file).expect("gguf")).expect("tokenizer");
     Some((fx, tok))

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use chord_engine::gguf::Gguf;
 use chord_engine::info::ModelSummary;
 use chord_engine::quant::GgmlType;
+use chord_engine::tokenizer::Tokenizer;
 use chord_host::pull::{self, Cache, DEFAULT_MODEL, KNOWN_MODELS};
 use chord_host::synth::{SynthSpec, write_synth};
 
@@ -24,6 +25,8 @@ enum Command {
     Pull(PullArgs),
     /// Show a model's architecture, hyperparameters, parameter count and tensor types.
     Info(InfoArgs),
+    /// Tokenize TEXT (or all of stdin, verbatim) with a model's tokenizer and print the token ids.
+    Tokenize(TokenizeArgs),
     /// Write a synthetic llama model with seeded random weights (for tests and benchmarks).
     Synth(SynthArgs),
 }
@@ -35,6 +38,24 @@ struct InfoArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short)]
+    model: String,
+    /// Do not add BOS/EOS even where the model's metadata asks for them.
+    #[arg(long)]
+    no_add_special: bool,
+    /// Turn special-token text (e.g. `<|im_start|>`) into the special token.
+    #[arg(long)]
+    parse_special: bool,
+    /// Print one JSON array on one line.
+    #[arg(long)]
+    json: bool,
+    /// The text; without it, stdin is read verbatim (nothing stripped).
+    text: Option<String>,
 }
 
 #[derive(Args)]
@@ -87,6 +108,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull(args),
         Command::Info(args) => info(args),
+        Command::Tokenize(args) => tokenize(args),
         Command::Synth(args) => synth(args),
     };
     match result {
@@ -191,6 +213,31 @@ fn info(args: InfoArgs) -> Result<()> {
     println!("hyperparameters:");
     for (k, v) in &s.hyperparameters {
         println!("  {k:<40} {v}");
+    }
+    Ok(())
+}
+
+fn tokenize(args: TokenizeArgs) -> Result<()> {
+    let path = pull::resolve_model(&args.model)?;
+    let text = match args.text {
+        Some(t) => t,
+        None => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+            String::from_utf8(buf).map_err(|_| anyhow::anyhow!("stdin is not valid UTF-8"))?
+        }
+    };
+    let file =
+        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let gguf = Gguf::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let tok =
+        Tokenizer::from_gguf(&gguf).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let ids = tok.tokenize(&text, !args.no_add_special, args.parse_special)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", ids.join(" "));
     }
     Ok(())
 }
