@@ -23,6 +23,7 @@
 //! ```
 
 mod bpe;
+mod libstdcxx;
 mod pre;
 mod spm;
 mod stream;
@@ -467,8 +468,8 @@ impl Tokenizer {
     /// The part of `load` that finds EOT/EOM/FIM and end-of-generation tokens by their text.
     ///
     /// llama.cpp takes the first match while iterating an `unordered_map`, so when a vocabulary holds
-    /// several candidates its pick depends on hashing; here the first candidate in llama.cpp's list
-    /// that exists wins (e.g. `<|im_end|>` before `<|endoftext|>`).
+    /// several candidates its pick depends on libstdc++'s hash table; [`libstdcxx`] reproduces that
+    /// order (builds on other C++ libraries may pick differently).
     fn detect_special_by_text(&mut self) {
         const EOT: &[&str] = &[
             "<|eot_id|>",
@@ -558,11 +559,38 @@ impl Tokenizer {
             (FIM_REP, |s| &mut s.fim_rep),
             (FIM_SEP, |s| &mut s.fim_sep),
         ];
-        for (names, field) in lists {
+        // llama.cpp keeps the first candidate in `token_to_id`'s iteration order; that order is only
+        // needed when some category has several candidates in this vocabulary.
+        let present: Vec<Vec<u32>> = lists
+            .iter()
+            .map(|(names, _)| names.iter().filter_map(|t| self.text_to_token(t)).collect())
+            .collect();
+        let rank: Option<FastMap<u32, usize>> = if present.iter().any(|p| p.len() > 1) {
+            let keys: Vec<&str> = self.tokens.iter().map(|t| &*t.text).collect();
+            libstdcxx::iteration_order(&keys).map(|order| {
+                order
+                    .into_iter()
+                    .enumerate()
+                    // The map holds each text once, under its last id.
+                    .filter_map(|(pos, first)| self.text_to_token(keys[first]).map(|id| (id, pos)))
+                    .collect()
+            })
+        } else {
+            None
+        };
+        for ((_, field), candidates) in lists.iter().zip(&present) {
             if field(&mut self.special).is_some() {
                 continue;
             }
-            if let Some(id) = names.iter().find_map(|t| self.text_to_token(t)) {
+            let pick = match &rank {
+                Some(rank) => candidates
+                    .iter()
+                    .copied()
+                    .min_by_key(|id| rank.get(id).copied().unwrap_or(usize::MAX)),
+                // Without the order (a map too big for the growth table), llama.cpp's list order.
+                None => candidates.first().copied(),
+            };
+            if let Some(id) = pick {
                 *field(&mut self.special) = Some(id);
                 self.add_attr(id, TokenAttr::CONTROL);
             }
