@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chord_engine::gguf::Gguf;
+use chord_engine::gguf::{Gguf, GgufWriter, Value};
 use chord_engine::tokenizer::Tokenizer;
 
 fn llama_vocab_dir() -> PathBuf {
@@ -334,6 +334,50 @@ fn matches_llama_cpp() {
             n_cases,
             0x5DEE_CE66_D1CE_4E5B ^ (i as u64 + 1),
         ));
+    }
+    assert!(
+        fails.is_empty(),
+        "{} mismatches:\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
+}
+
+/// Every pre-tokenizer this port implements, on the LLaMA 3 vocabulary with `tokenizer.ggml.pre`
+/// rewritten: the expressions llama.cpp runs through std::regex (and this port through fancy-regex)
+/// must split alike.
+#[test]
+#[ignore = "needs a build of scripts/tokenizer-oracle (CHORD_LLAMA_ORACLE)"]
+fn every_pre_tokenizer_matches_llama_cpp() {
+    let oracle =
+        PathBuf::from(std::env::var_os("CHORD_LLAMA_ORACLE").expect("set CHORD_LLAMA_ORACLE"));
+    let base = chord_tests::fixture("vocab").join("ggml-vocab-llama-bpe.gguf");
+    let gguf = Gguf::read(&std::fs::File::open(&base).unwrap()).unwrap();
+    let n_cases = std::env::var("CHORD_ORACLE_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut fails = Vec::new();
+    for (i, pre) in Tokenizer::supported_pre_tokenizers().iter().enumerate() {
+        let mut w = GgufWriter::new();
+        for (k, v) in gguf.metadata.iter() {
+            if k != "tokenizer.ggml.pre" {
+                w.kv(k, v.clone());
+            }
+        }
+        w.kv("tokenizer.ggml.pre", Value::String(pre.to_string()));
+        let path = std::env::temp_dir().join(format!(
+            "chord-oracle-{}-pre-{pre}.gguf",
+            std::process::id()
+        ));
+        std::fs::write(&path, w.to_bytes()).unwrap();
+        fails.extend(check(
+            &oracle,
+            &path,
+            n_cases,
+            0xA076_1D64_78BD_642F ^ (i as u64 + 1),
+        ));
+        let _ = std::fs::remove_file(&path);
     }
     assert!(
         fails.is_empty(),

@@ -810,6 +810,11 @@ impl Tokenizer {
 
     // ---- accessors ----
 
+    /// The `tokenizer.ggml.pre` values this port implements for BPE vocabularies.
+    pub fn supported_pre_tokenizers() -> &'static [&'static str] {
+        pre::NAMES
+    }
+
     /// SPM or BPE.
     pub fn kind(&self) -> VocabKind {
         self.kind
