@@ -3,8 +3,18 @@
 //!
 //! Two vocabulary types are implemented: SPM (`tokenizer.ggml.model = "llama"`: score-driven merges
 //! with byte fallback) and BPE (`"gpt2"`, and `"gemma4"`: rank-driven merges after a pre-tokenizer
-//! chosen by `tokenizer.ggml.pre`). Special-token handling, BOS/EOS/EOT/EOG detection and the
-//! attribute fix-ups follow `llama_vocab::impl::load`.
+//! chosen by `tokenizer.ggml.pre`, see [`Tokenizer::supported_pre_tokenizers`]). Special-token
+//! handling, BOS/EOS/EOT/EOG detection and the attribute fix-ups follow `llama_vocab::impl::load`.
+//!
+//! Verified against llama.cpp: all of its `ggml-vocab-*.gguf` test vectors (except BERT), the
+//! reference vectors of the real models, and random text compared token by token with llama.cpp
+//! itself (scripts/tokenizer-oracle) for every vocabulary and every implemented pre-tokenizer.
+//! Known corners where llama.cpp's result is implementation-defined: special tokens of equal length
+//! are tried in id order (llama.cpp's `std::sort` leaves that order unspecified; it only matters when
+//! two such texts overlap in the input), and EOT/EOM/FIM picks among several candidates follow
+//! libstdc++'s hash-map order (as llama.cpp built on Linux). Not implemented: WPM, UGM, RWKV and
+//! PLaMo-2 vocabularies, and the pre-tokenizers llama.cpp hand-codes beyond those ported here
+//! (kimi-k2, afmoe, tiny_aya, superbpe, …): they give [`Error::Unsupported`].
 //!
 //! ```no_run
 //! # fn main() -> chord_engine::Result<()> {
