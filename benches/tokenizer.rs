@@ -1,7 +1,8 @@
 //! Tokenizer throughput: 1 MiB of English (the Apache-2.0 license text, repeated) through the
 //! committed llama.cpp test vocabularies (LLaMA 3 BPE, LLaMA SPM, GPT-2) and, when present, the real
 //! models' vocabularies (SmolLM2 BPE, Gemma 3 SPM with 262k pieces; `CHORD_MODELS_DIR`, default
-//! /work/models). Also detokenization of the result.
+//! /work/models), and any listed in `CHORD_BENCH_VOCABS` (paths separated like `PATH`). Also
+//! detokenization of the result.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,15 @@ fn vocabularies() -> Vec<(String, PathBuf)> {
         let p = models.join(file);
         if p.is_file() {
             v.push((name.to_string(), p));
+        }
+    }
+    // More vocabularies on request: CHORD_BENCH_VOCABS=path:path...
+    if let Some(extra) = std::env::var_os("CHORD_BENCH_VOCABS") {
+        for p in std::env::split_paths(&extra) {
+            let name = p
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            v.push((name, p));
         }
     }
     v

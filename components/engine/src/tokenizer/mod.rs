@@ -3,8 +3,18 @@
 //!
 //! Two vocabulary types are implemented: SPM (`tokenizer.ggml.model = "llama"`: score-driven merges
 //! with byte fallback) and BPE (`"gpt2"`, and `"gemma4"`: rank-driven merges after a pre-tokenizer
-//! chosen by `tokenizer.ggml.pre`). Special-token handling, BOS/EOS/EOT/EOG detection and the
-//! attribute fix-ups follow `llama_vocab::impl::load`.
+//! chosen by `tokenizer.ggml.pre`, see [`Tokenizer::supported_pre_tokenizers`]). Special-token
+//! handling, BOS/EOS/EOT/EOG detection and the attribute fix-ups follow `llama_vocab::impl::load`.
+//!
+//! Verified against llama.cpp: all of its `ggml-vocab-*.gguf` test vectors (except BERT), the
+//! reference vectors of the real models, and random text compared token by token with llama.cpp
+//! itself (scripts/tokenizer-oracle) for every vocabulary and every implemented pre-tokenizer.
+//! Known corners where llama.cpp's result is implementation-defined: special tokens of equal length
+//! are tried in id order (llama.cpp's `std::sort` leaves that order unspecified; it only matters when
+//! two such texts overlap in the input), and EOT/EOM/FIM picks among several candidates follow
+//! libstdc++'s hash-map order (as llama.cpp built on Linux). Not implemented: WPM, UGM, RWKV and
+//! PLaMo-2 vocabularies, and the pre-tokenizers llama.cpp hand-codes beyond those ported here
+//! (kimi-k2, afmoe, tiny_aya, superbpe, …): they give [`Error::Unsupported`].
 //!
 //! ```no_run
 //! # fn main() -> chord_engine::Result<()> {
@@ -23,6 +33,7 @@
 //! ```
 
 mod bpe;
+mod libstdcxx;
 mod pre;
 mod spm;
 mod stream;
@@ -467,8 +478,8 @@ impl Tokenizer {
     /// The part of `load` that finds EOT/EOM/FIM and end-of-generation tokens by their text.
     ///
     /// llama.cpp takes the first match while iterating an `unordered_map`, so when a vocabulary holds
-    /// several candidates its pick depends on hashing; here the first candidate in llama.cpp's list
-    /// that exists wins (e.g. `<|im_end|>` before `<|endoftext|>`).
+    /// several candidates its pick depends on libstdc++'s hash table; [`libstdcxx`] reproduces that
+    /// order (builds on other C++ libraries may pick differently).
     fn detect_special_by_text(&mut self) {
         const EOT: &[&str] = &[
             "<|eot_id|>",
@@ -558,11 +569,38 @@ impl Tokenizer {
             (FIM_REP, |s| &mut s.fim_rep),
             (FIM_SEP, |s| &mut s.fim_sep),
         ];
-        for (names, field) in lists {
+        // llama.cpp keeps the first candidate in `token_to_id`'s iteration order; that order is only
+        // needed when some category has several candidates in this vocabulary.
+        let present: Vec<Vec<u32>> = lists
+            .iter()
+            .map(|(names, _)| names.iter().filter_map(|t| self.text_to_token(t)).collect())
+            .collect();
+        let rank: Option<FastMap<u32, usize>> = if present.iter().any(|p| p.len() > 1) {
+            let keys: Vec<&str> = self.tokens.iter().map(|t| &*t.text).collect();
+            libstdcxx::iteration_order(&keys).map(|order| {
+                order
+                    .into_iter()
+                    .enumerate()
+                    // The map holds each text once, under its last id.
+                    .filter_map(|(pos, first)| self.text_to_token(keys[first]).map(|id| (id, pos)))
+                    .collect()
+            })
+        } else {
+            None
+        };
+        for ((_, field), candidates) in lists.iter().zip(&present) {
             if field(&mut self.special).is_some() {
                 continue;
             }
-            if let Some(id) = names.iter().find_map(|t| self.text_to_token(t)) {
+            let pick = match &rank {
+                Some(rank) => candidates
+                    .iter()
+                    .copied()
+                    .min_by_key(|id| rank.get(id).copied().unwrap_or(usize::MAX)),
+                // Without the order (a map too big for the growth table), llama.cpp's list order.
+                None => candidates.first().copied(),
+            };
+            if let Some(id) = pick {
                 *field(&mut self.special) = Some(id);
                 self.add_attr(id, TokenAttr::CONTROL);
             }
@@ -781,6 +819,11 @@ impl Tokenizer {
     }
 
     // ---- accessors ----
+
+    /// The `tokenizer.ggml.pre` values this port implements for BPE vocabularies.
+    pub fn supported_pre_tokenizers() -> &'static [&'static str] {
+        pre::NAMES
+    }
 
     /// SPM or BPE.
     pub fn kind(&self) -> VocabKind {

@@ -249,8 +249,7 @@ pub(crate) fn lookup(name: &str) -> Option<PreConfig> {
     })
 }
 
-/// Every name [`lookup`] knows (for tests).
-#[cfg(test)]
+/// Every name [`lookup`] knows.
 pub(crate) const NAMES: &[&str] = &[
     "default",
     "minicpm5",
