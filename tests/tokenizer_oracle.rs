@@ -14,16 +14,15 @@ use chord_engine::tokenizer::Tokenizer;
 fn llama_vocab_dir() -> PathBuf {
     std::env::var_os("CHORD_VOCAB_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from("/work/ext/llama_cpp_python-0.3.36/vendor/llama.cpp/models")
-        })
+        .unwrap_or_else(chord_tests::llama_vocab_dir)
 }
 
-fn model_path(name: &str) -> PathBuf {
-    std::env::var_os("CHORD_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/models"))
-        .join(name)
+fn model_path(file: &str) -> PathBuf {
+    match file {
+        "SmolLM2-135M-Instruct.Q4_1.gguf" => chord_tests::model("smollm2-135m-instruct"),
+        "gemma-3-270m-q4_k_m.gguf" => chord_tests::model("gemma3-270m"),
+        other => panic!("no known model for {other}"),
+    }
 }
 
 struct Rng(u64);
