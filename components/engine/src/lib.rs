@@ -5,7 +5,7 @@
 //! WIT glue turns it into the engine component.
 
 pub mod error;
+pub mod quant;
 
 pub use error::{Error, Result};
 pub mod gguf;
-pub mod quant;
