@@ -8,4 +8,6 @@ pub mod error;
 pub mod quant;
 
 pub use error::{Error, Result};
+mod arch;
 pub mod gguf;
+pub mod model;
