@@ -11,6 +11,7 @@
 //! The forward passes themselves live in [`crate::arch`], one file per architecture.
 
 pub mod hparams;
+pub(crate) mod kquant;
 pub(crate) mod kv_cache;
 pub(crate) mod ops;
 pub mod weights;

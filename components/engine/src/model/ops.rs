@@ -6,6 +6,7 @@
 //! Buffers are passed in; nothing here allocates after [`Acts::new`].
 
 use super::hparams::RopeType;
+use super::kquant;
 use super::kv_cache::LayerKv;
 use super::weights::Matrix;
 use crate::quant::{self, GgmlType};
@@ -47,6 +48,8 @@ pub(crate) struct Acts {
     k: usize,
     /// One buffer per vec_dot type the model needs, with its "holds the current x" flag.
     q: Vec<(GgmlType, Vec<u8>, bool)>,
+    /// One value per row, for kernels that need a second accumulator.
+    tmp: Vec<f32>,
 }
 
 impl Acts {
@@ -70,7 +73,13 @@ impl Acts {
                 false,
             ));
         }
-        Ok(Acts { x, n: 0, k: 0, q })
+        Ok(Acts {
+            x,
+            n: 0,
+            k: 0,
+            q,
+            tmp: alloc(max_n, "activations")?,
+        })
     }
 
     /// Makes `x` (`n` rows of `k`) the input of the next products.
@@ -90,8 +99,8 @@ impl Acts {
         Ok(())
     }
 
-    /// The current rows in type `ty`, and the bytes per row.
-    fn quantized(&mut self, ty: GgmlType) -> Result<(&[u8], usize)> {
+    /// The current rows in type `ty`, the bytes per row, and the per-row scratch.
+    fn quantized(&mut self, ty: GgmlType) -> Result<(&[u8], usize, &mut [f32])> {
         let (n, k) = (self.n, self.k);
         let row =
             usize::try_from(ty.row_size(k as u64)?).map_err(|_| oom("quantized activations", k))?;
@@ -111,7 +120,7 @@ impl Acts {
             }
             e.2 = true;
         }
-        Ok((&e.1[..n * row], row))
+        Ok((&e.1[..n * row], row, &mut self.tmp[..n]))
     }
 }
 
@@ -119,7 +128,8 @@ impl Acts {
 /// `x` is `[n, w.n_cols]`, `out` is `[n, w.n_rows]`.
 ///
 /// Each weight row is read once per batch (rows outer, tokens inner), the way a batched prefill
-/// must be to be memory-bound on the weights only once.
+/// must be to be memory-bound on the weights only once. K-quant weights take the paths of
+/// [`kquant`] where llama.cpp uses its repacked or tiled kernels.
 pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
     let (n, k, m) = (x.n, x.k, w.n_rows);
     if k != w.n_cols || out.len() < n * m {
@@ -128,7 +138,10 @@ pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
             out.len()
         )));
     }
-    let (a, arow) = x.quantized(w.ty.vec_dot_type())?;
+    let (a, arow, tmp) = x.quantized(w.ty.vec_dot_type())?;
+    if let Some(path) = kquant::path(w, n) {
+        return kquant::matmul(path, w, a, n, out, tmp);
+    }
     let dot = w.dot;
     for r in 0..m {
         let wr = w.row(r);
@@ -315,22 +328,60 @@ fn f16_table() -> &'static [f32] {
     })
 }
 
-/// Dot product of two f16 rows (`n` values, little-endian bytes) in the order llama.cpp's
-/// batched path sums it (llamafile `tinyBLAS` on AVX-512: 16 lanes, `lane = index % 16`, each a
-/// chain of FMAs, then [`reduce16`]). Products of f16 values are exact in f32, so plain
-/// multiply-add equals the FMA. Both rows must start at an index that is a multiple of 16 in
-/// llama.cpp's row (`lane0` is that index mod 16); lanes before it are empty.
+/// How llama.cpp's CPU backend sums an f16 dot product in an attention `mul_mat`: llamafile's
+/// tinyBLAS for two or more query rows, `ggml_vec_dot_f16` for one (`llamafile_sgemm` declines
+/// `n < 2`). Products of f16 values are exact in f32, so their FMAs are plain multiply-adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DotOrder {
+    /// tinyBLAS on AVX-512: 16 lanes (`lane = index % 16`), then [`reduce16`].
+    Tiny,
+    /// `ggml_vec_dot_f16` on AVX-512: 4 accumulators of 16 lanes over steps of 64, combined
+    /// `(a0 + a2) + (a1 + a3)`, [`reduce16`], then the tail (< 64 values) added in f64.
+    Vec,
+    /// [`DotOrder::Vec`] over a row that llama.cpp pads with zeros to a multiple of 64 (the KV
+    /// cache's cells are padded to 256): no tail.
+    VecPadded,
+}
+
+/// Dot product of two f16 rows (little-endian bytes) in `order`. `offset` is the index in
+/// llama.cpp's row of the first value given (a multiple of 16 for [`DotOrder::Tiny`], of 64 for
+/// [`DotOrder::Vec`]); earlier values are zero there, so skipping them changes no sum.
 #[inline]
-fn dot_f16(a: &[u8], b: &[u8], lane0: usize, table: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut lane = lane0;
-    for (x, y) in a.chunks_exact(2).zip(b.chunks_exact(2)) {
-        let x = table[usize::from(u16::from_le_bytes([x[0], x[1]]))];
-        let y = table[usize::from(u16::from_le_bytes([y[0], y[1]]))];
-        acc[lane] += x * y;
-        lane = (lane + 1) & 15;
+fn dot_f16(a: &[u8], b: &[u8], offset: usize, order: DotOrder, table: &[f32]) -> f32 {
+    let n = a.len() / F16;
+    let val = |r: &[u8], i: usize| table[usize::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]))];
+    match order {
+        DotOrder::Tiny => {
+            let mut acc = [0f32; 16];
+            for i in 0..n {
+                acc[(offset + i) & 15] += val(a, i) * val(b, i);
+            }
+            reduce16(&acc)
+        }
+        DotOrder::Vec | DotOrder::VecPadded => {
+            // Values past the last whole 64 of llama.cpp's row are the tail.
+            let end = offset + n;
+            let np = if order == DotOrder::VecPadded {
+                n
+            } else {
+                (end & !63).max(offset) - offset
+            };
+            let mut acc = [[0f32; 16]; 4];
+            for i in 0..np {
+                let p = offset + i;
+                acc[(p >> 4) & 3][p & 15] += val(a, i) * val(b, i);
+            }
+            let mut x = [0f32; 16];
+            for l in 0..16 {
+                x[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+            }
+            let mut sum = f64::from(reduce16(&x));
+            for i in np..n {
+                sum += f64::from(val(a, i) * val(b, i));
+            }
+            sum as f32
+        }
     }
-    reduce16(&acc)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,7 +403,9 @@ fn gelu_table() -> &'static [u16] {
         (0..=u16::MAX)
             .map(|i| {
                 let x = half::f16::from_bits(i).to_f32();
-                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+                // 1 + A*x*x is fused, as GCC compiles ggml_gelu_f32.
+                let inner = SQRT_2_OVER_PI * x * fma(GELU_COEF_A * x, x, 1.0);
+                let y = 0.5 * x * (1.0 + inner.tanh());
                 half::f16::from_f32(y).to_bits()
             })
             .collect()
@@ -423,12 +476,12 @@ impl AttnScratch {
 /// (which already holds their own keys and values): `q` is `[n, n_head * head_dim_k]`,
 /// `out` is `[n, n_head * head_dim_v]`.
 ///
-/// The non-flash path of llama.cpp's `build_attn_mha` as its batched CPU path computes it:
-/// `kq = mul_mat(k, q)` with the f16 cache (q rounded to f16; summed as llamafile's tinyBLAS
-/// does), soft-cap, `soft_max_ext` with the scale and the causal/window mask (ggml's e^x and sum
-/// order), then `kqv = mul_mat(v, kq)` with the transposed f16 V cache (weights rounded to f16).
-/// Masked keys weigh exactly 0 there, so only the visible range is visited here, padded to the
-/// 16-position lanes that the sums are ordered by.
+/// The non-flash path of llama.cpp's `build_attn_mha` as its CPU backend computes it:
+/// `kq = mul_mat(k, q)` with the f16 cache (q rounded to f16; summed in [`DotOrder`]),
+/// soft-cap, `soft_max_ext` with the scale and the causal/window mask (ggml's e^x and sum order),
+/// then `kqv = mul_mat(v, kq)` with the transposed f16 V cache (weights rounded to f16). Masked
+/// keys weigh exactly 0 there, so only the visible range is visited here, from the lane group it
+/// starts in.
 pub(crate) fn attention(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
@@ -441,6 +494,11 @@ pub(crate) fn attention(
     let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
     let table = f16_table();
+    let order = if n == 1 {
+        DotOrder::Vec
+    } else {
+        DotOrder::Tiny
+    };
     for t in 0..n {
         let p1 = pos0 + t;
         let start = if cfg.window > 0 {
@@ -448,8 +506,8 @@ pub(crate) fn attention(
         } else {
             0
         };
-        // Visible keys are start..=p1; sums run over whole 16-lane groups from `first`.
-        let first = start - start % 16;
+        // Visible keys are start..=p1; sums run over whole lane groups from `first`.
+        let first = start - start % 64;
         let n_kv = p1 + 1 - first;
         for h in 0..cfg.n_head {
             let g = h / group;
@@ -464,7 +522,7 @@ pub(crate) fn attention(
                     *sc = f32::NEG_INFINITY;
                     continue;
                 }
-                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk * F16], 0, table);
+                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk * F16], 0, order, table);
                 if let Some(cap) = cfg.softcap {
                     v = (v * (1.0 / cap)).tanh() * cap;
                 }
@@ -494,7 +552,12 @@ pub(crate) fn attention(
                 *od = dot_f16(
                     kv.v_row(g, d, first, p1 + 1),
                     &s.p16[..n_kv * F16],
-                    first % 16,
+                    first,
+                    if order == DotOrder::Vec {
+                        DotOrder::VecPadded
+                    } else {
+                        order
+                    },
                     table,
                 );
             }

@@ -55,6 +55,22 @@ impl Matrix {
         &self.data
     }
 
+    /// A matrix over `data` (tests build small ones in memory).
+    #[cfg(test)]
+    pub(crate) fn from_bytes(ty: GgmlType, n_cols: usize, n_rows: usize, data: Vec<u8>) -> Matrix {
+        let row_bytes = usize::try_from(ty.row_size(n_cols as u64).unwrap()).unwrap();
+        assert_eq!(data.len(), row_bytes * n_rows);
+        Matrix {
+            name: "test".into(),
+            ty,
+            n_cols,
+            n_rows,
+            row_bytes,
+            dot: quant::vec_dot_fn(ty),
+            data,
+        }
+    }
+
     /// Dequantizes row `r` into `out` (`n_cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
         if r >= self.n_rows {
