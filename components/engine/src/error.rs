@@ -15,6 +15,9 @@ pub enum Error {
     /// Reading bytes from the backing store failed.
     #[error("store: {0}")]
     Store(String),
+    /// A session's context window is full and context shifting is off (or cannot free room).
+    #[error("context full: {0}")]
+    ContextFull(String),
     /// An allocation sized by the model or the input could not be made.
     #[error("out of memory: {0}")]
     OutOfMemory(String),

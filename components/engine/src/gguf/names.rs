@@ -61,6 +61,9 @@ pub enum Kv {
     TokenizerAddSpacePrefix,
     TokenizerRemoveExtraWhitespaces,
     TokenizerChatTemplate,
+    AttentionSlidingWindowPattern,
+    AttentionScale,
+    RopeScalingFinetuned,
 }
 
 impl Kv {
@@ -124,6 +127,9 @@ impl Kv {
             TokenizerAddSpacePrefix => "tokenizer.ggml.add_space_prefix",
             TokenizerRemoveExtraWhitespaces => "tokenizer.ggml.remove_extra_whitespaces",
             TokenizerChatTemplate => "tokenizer.chat_template",
+            AttentionSlidingWindowPattern => "{arch}.attention.sliding_window_pattern",
+            AttentionScale => "{arch}.attention.scale",
+            RopeScalingFinetuned => "{arch}.rope.scaling.finetuned",
         }
     }
 

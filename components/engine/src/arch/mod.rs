@@ -1,0 +1,6 @@
+//! Forward passes, one file per architecture, each readable top to bottom like llama2.c's
+//! `forward`: the tensors a layer has, then the steps of a batch through the layers with the shape
+//! of every intermediate. The numeric kernels they call are in `model::ops`.
+
+pub(crate) mod gemma3;
+pub(crate) mod llama;

@@ -1,0 +1,334 @@
+//! K-quant matrix products with the floating-point structure of the kernels llama.cpp's x86 CPU
+//! backend actually runs for them, so that results agree with llama.cpp bit for bit.
+//!
+//! For Q4_K/Q5_K/Q6_K weights llama.cpp does not always use the `vec_dot` kernels
+//! (`quant::vec_dot_fn` ports those): Q4_K matrices whose row count is a multiple of 8 are
+//! repacked at load (`ggml/src/ggml-cpu/repack.cpp`, `q4_K_8x8_q8_K`), and batches of 8 or more
+//! rows of the other K-quants go through the tiled matmul (`ggml-cpu/tiled/`). Both compute the
+//! same exact integer sums per 256-value super-block but combine them in floating point
+//! differently, and once activations are requantized downstream a last-bit difference grows into
+//! visible logit differences. The integer sums here are plain scalar code; only the float
+//! epilogues are llama.cpp's:
+//!
+//! - repack (`ggml_gemm/gemv_q4_K_8x8_q8_K`): `acc = fma(S, d·d8, acc)`,
+//!   `accm = fma(M, dmin·d8, accm)` over super-blocks, result `acc - accm`;
+//! - tiled (AVX-512 VNNI microtile): `r = S·d` (minus `dmin·M`, fused), `out += r·d8` per
+//!   super-block.
+//!
+//! `S = Σ_sub scale·Σ q·a` and `M = Σ_sub min·Σ a` are exact integers.
+
+use super::ops::fma;
+use super::weights::Matrix;
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+
+/// Values per super-block.
+const QK_K: usize = 256;
+/// Bytes of a Q8_K block: d (f32), 256 i8 quants, 16 i16 sums of 16.
+const Q8K_BYTES: usize = 4 + QK_K + 32;
+
+/// Which llama.cpp kernel computes `w · x` for `n` activation rows, if it is one emulated here.
+pub(crate) fn path(w: &Matrix, n: usize) -> Option<Path> {
+    match w.ty {
+        GgmlType::Q4_K if w.n_rows.is_multiple_of(8) => Some(Path::Repack),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K if n >= 8 => Some(Path::Tiled),
+        _ => None,
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    Repack,
+    Tiled,
+}
+
+/// One weight super-block decoded to integers.
+struct Block {
+    d: f32,
+    dmin: f32,
+    /// Unsigned codes (Q6_K: 0..63, to be offset by -32).
+    q: [u8; QK_K],
+    /// Sub-block scales (16 for Q6_K, 8 for Q4_K/Q5_K).
+    scales: [i32; 16],
+    /// Sub-block mins (Q4_K/Q5_K).
+    mins: [i32; 8],
+}
+
+impl Block {
+    fn new() -> Block {
+        Block {
+            d: 0.0,
+            dmin: 0.0,
+            q: [0; QK_K],
+            scales: [0; 16],
+            mins: [0; 8],
+        }
+    }
+
+    /// Decodes `b` (one block of `ty`), as ggml's `dequantize_row_*` reads it.
+    fn decode(&mut self, ty: GgmlType, b: &[u8]) {
+        let f16 = |i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+        match ty {
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                self.d = f16(0);
+                self.dmin = f16(2);
+                let sc = &b[4..16];
+                for j in 0..8 {
+                    // get_scale_min_k4
+                    let (s, m) = if j < 4 {
+                        (sc[j] & 63, sc[j + 4] & 63)
+                    } else {
+                        (
+                            (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
+                            (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+                        )
+                    };
+                    self.scales[j] = i32::from(s);
+                    self.mins[j] = i32::from(m);
+                }
+                let (qh, qs) = if ty == GgmlType::Q5_K {
+                    (Some(&b[16..48]), &b[48..176])
+                } else {
+                    (None, &b[16..144])
+                };
+                for c in 0..4 {
+                    for l in 0..32 {
+                        let v = qs[32 * c + l];
+                        let (mut lo, mut hi) = (v & 0xF, v >> 4);
+                        if let Some(qh) = qh {
+                            lo += ((qh[l] >> (2 * c)) & 1) << 4;
+                            hi += ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                        }
+                        self.q[64 * c + l] = lo;
+                        self.q[64 * c + 32 + l] = hi;
+                    }
+                }
+            }
+            GgmlType::Q6_K => {
+                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                self.d = f16(208);
+                for (s, &v) in self.scales.iter_mut().zip(sc) {
+                    *s = i32::from(v as i8);
+                }
+                for n in 0..2 {
+                    let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+                    let y = &mut self.q[128 * n..];
+                    for l in 0..32 {
+                        y[l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+                        y[l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                        y[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+            }
+            _ => unreachable!("kquant::Block::decode of {ty:?}"),
+        }
+    }
+
+    /// Per sub-block of this block with one Q8_K block `a`: `s[i] = scale·Σ q·a` and (Q4_K,
+    /// Q5_K) `m[i] = min·Σ a`. Returns the number of sub-blocks (16 for Q6_K, else 8).
+    #[inline]
+    fn sub_sums(&self, ty: GgmlType, a: &[u8], s: &mut [i32; 16], m: &mut [i32; 8]) -> usize {
+        let qs = &a[4..4 + QK_K];
+        let bsum = |i: usize| {
+            i32::from(i16::from_le_bytes([
+                a[4 + QK_K + 2 * i],
+                a[5 + QK_K + 2 * i],
+            ]))
+        };
+        let dot = |start: usize, len: usize| -> i32 {
+            self.q[start..start + len]
+                .iter()
+                .zip(&qs[start..start + len])
+                .map(|(&w, &x)| i32::from(w) * i32::from(x as i8))
+                .sum()
+        };
+        if ty == GgmlType::Q6_K {
+            for (sb, v) in s.iter_mut().enumerate() {
+                *v = self.scales[sb] * (dot(16 * sb, 16) - 32 * bsum(sb));
+            }
+            16
+        } else {
+            for sb in 0..8 {
+                s[sb] = self.scales[sb] * dot(32 * sb, 32);
+                m[sb] = self.mins[sb] * (bsum(2 * sb) + bsum(2 * sb + 1));
+            }
+            8
+        }
+    }
+}
+
+/// `out[t][r] = w[r] · x[t]` along `path`; `x` holds `n` Q8_K rows of `w.n_cols` values; `tmp`
+/// has room for `n` values.
+pub(crate) fn matmul(
+    path: Path,
+    w: &Matrix,
+    x: &[u8],
+    n: usize,
+    out: &mut [f32],
+    tmp: &mut [f32],
+) -> Result<()> {
+    let nb = w.n_cols / QK_K;
+    let arow = nb * Q8K_BYTES;
+    let bsize = w.ty.type_size();
+    let m = w.n_rows;
+    if !w.n_cols.is_multiple_of(QK_K) || x.len() < n * arow || out.len() < n * m || tmp.len() < n {
+        return Err(Error::InvalidArgument(format!(
+            "K-quant matmul of {w:?} with {n} rows"
+        )));
+    }
+    // The repacked kernel runs rows in groups of 4 through its gemm (one FMA per 64 values) and
+    // the rest through its gemv (one FMA per super-block).
+    let n_gemm = n - n % 4;
+    let mut blk = Block::new();
+    let (mut ss, mut ms) = ([0i32; 16], [0i32; 8]);
+    for r in 0..m {
+        let wr = w.row(r);
+        // Running sums per token: `out` (tiled: the result; repack: acc) and `tmp` (repack: accm).
+        for t in 0..n {
+            out[t * m + r] = 0.0;
+            tmp[t] = 0.0;
+        }
+        for b in 0..nb {
+            blk.decode(w.ty, &wr[b * bsize..(b + 1) * bsize]);
+            for t in 0..n {
+                let a = &x[t * arow + b * Q8K_BYTES..][..Q8K_BYTES];
+                let d8 = f32::from_le_bytes([a[0], a[1], a[2], a[3]]);
+                let n_sub = blk.sub_sums(w.ty, a, &mut ss, &mut ms);
+                let o = &mut out[t * m + r];
+                match path {
+                    Path::Tiled => {
+                        // ggml-cpu/tiled: tiled_run_microtile_avx2's epilogue
+                        let s: i32 = ss[..n_sub].iter().sum();
+                        let mut res = s as f32 * blk.d;
+                        if w.ty != GgmlType::Q6_K {
+                            let mn: i32 = ms.iter().sum();
+                            res = fma(-blk.dmin, mn as f32, res);
+                        }
+                        *o = fma(res, d8, *o);
+                    }
+                    Path::Repack if t < n_gemm => {
+                        // ggml_gemm_q4_K_8x8_q8_K
+                        let (dd, dm) = (blk.d * d8, blk.dmin * d8);
+                        for sb in 0..4 {
+                            let s = ss[2 * sb] + ss[2 * sb + 1];
+                            let mn = ms[2 * sb] + ms[2 * sb + 1];
+                            *o = fma(s as f32, dd, *o);
+                            tmp[t] = fma(mn as f32, dm, tmp[t]);
+                        }
+                    }
+                    Path::Repack => {
+                        // ggml_gemv_q4_K_8x8_q8_K
+                        let s: i32 = ss[..8].iter().sum();
+                        let mn: i32 = ms.iter().sum();
+                        *o = fma(s as f32, blk.d * d8, *o);
+                        tmp[t] = fma(mn as f32, blk.dmin * d8, tmp[t]);
+                    }
+                }
+            }
+        }
+        if path == Path::Repack {
+            for t in 0..n {
+                out[t * m + r] -= tmp[t];
+            }
+        }
+    }
+    Ok(())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant;
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    /// Every path equals the exact dot product of the dequantized operands up to f32 rounding,
+    /// and agrees with the `vec_dot` kernel to the same precision: the integer decoding is right.
+    #[test]
+    fn paths_compute_the_dot_product() {
+        let (k, m, n) = (512, 16, 9);
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            let wf = rand(k * m, 1);
+            let rb = usize::try_from(ty.row_size(k as u64).unwrap()).unwrap();
+            let mut wb = vec![0u8; rb * m];
+            for r in 0..m {
+                quant::quantize_row(ty, &wf[r * k..(r + 1) * k], &mut wb[r * rb..(r + 1) * rb])
+                    .unwrap();
+            }
+            let w = Matrix::from_bytes(ty, k, m, wb);
+            let xf = rand(k * n, 2);
+            let arb = n_q8k(k);
+            let mut xb = vec![0u8; arb * n];
+            for t in 0..n {
+                quant::quantize_row(
+                    GgmlType::Q8_K,
+                    &xf[t * k..(t + 1) * k],
+                    &mut xb[t * arb..(t + 1) * arb],
+                )
+                .unwrap();
+            }
+            let mut wd = vec![0f32; k];
+            let mut xd = vec![0f32; k];
+            for path in [Path::Repack, Path::Tiled] {
+                if path == Path::Repack && ty != GgmlType::Q4_K {
+                    continue;
+                }
+                let mut out = vec![0f32; n * m];
+                let mut tmp = vec![0f32; n];
+                matmul(path, &w, &xb, n, &mut out, &mut tmp).unwrap();
+                for r in 0..m {
+                    w.dequantize_row(r, &mut wd).unwrap();
+                    for t in 0..n {
+                        let xr = &xb[t * arb..(t + 1) * arb];
+                        quant::dequantize_row(GgmlType::Q8_K, xr, &mut xd).unwrap();
+                        let exact: f64 = wd
+                            .iter()
+                            .zip(&xd)
+                            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                            .sum();
+                        let got = out[t * m + r];
+                        let vd = quant::vec_dot_fn(ty)(k, w.row(r), xr);
+                        assert!(
+                            (f64::from(got) - exact).abs() < 1e-3,
+                            "{ty:?} {path:?}: {got} vs {exact}"
+                        );
+                        assert!(
+                            (got - vd).abs() < 1e-3,
+                            "{ty:?} {path:?}: {got} vs vec_dot {vd}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn n_q8k(k: usize) -> usize {
+        usize::try_from(GgmlType::Q8_K.row_size(k as u64).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn dispatch_follows_llama_cpp() {
+        let w = |ty: GgmlType, rows| {
+            let rb = usize::try_from(ty.row_size(256).unwrap()).unwrap();
+            Matrix::from_bytes(ty, 256, rows, vec![0; rb * rows])
+        };
+        assert_eq!(path(&w(GgmlType::Q4_K, 8), 1), Some(Path::Repack));
+        assert_eq!(path(&w(GgmlType::Q4_K, 12), 1), None);
+        assert_eq!(path(&w(GgmlType::Q4_K, 12), 8), Some(Path::Tiled));
+        assert_eq!(path(&w(GgmlType::Q6_K, 8), 7), None);
+        assert_eq!(path(&w(GgmlType::Q6_K, 8), 8), Some(Path::Tiled));
+        assert_eq!(path(&w(GgmlType::Q5_K, 8), 8), Some(Path::Tiled));
+        assert_eq!(path(&w(GgmlType::Q8_0, 8), 64), None);
+    }
+}

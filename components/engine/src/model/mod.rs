@@ -1,0 +1,510 @@
+//! A loaded model and its inference sessions.
+//!
+//! ```text
+//! let model = Arc::new(Model::load(src, gguf)?);
+//! let mut s = model.new_session(SessionOptions { n_ctx: 2048, ..Default::default() })?;
+//! let logits = s.eval(&prompt, LogitsMode::Last)?;   // batched prefill
+//! let next = argmax(logits.last());
+//! s.eval(&[next], LogitsMode::Last)?;                 // one token
+//! ```
+//!
+//! The forward passes themselves live in [`crate::arch`], one file per architecture.
+
+pub mod hparams;
+pub(crate) mod kquant;
+pub(crate) mod kv_cache;
+pub(crate) mod ops;
+pub mod weights;
+
+use std::sync::Arc;
+
+pub use hparams::{Arch, HParams, RopeType};
+pub use kv_cache::KvCache;
+pub use weights::{Layers, Matrix};
+
+use crate::arch;
+use crate::gguf::names::Tn;
+use crate::gguf::{ByteSource, Gguf};
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+use ops::{Acts, AttnScratch, alloc, mul};
+use weights::Loader;
+
+/// Tokens per forward step of a long prompt (llama.cpp's default `n_ubatch`).
+pub const MAX_BATCH: usize = 512;
+
+/// Byte source shared by a model and whatever else reads the file.
+pub type SharedSource = Arc<dyn ByteSource + Send + Sync>;
+
+/// The per-architecture weights.
+pub(crate) enum ArchWeights {
+    Llama(arch::llama::Weights),
+    Gemma3(arch::gemma3::Weights),
+}
+
+/// A model ready to run: hyperparameters and weights.
+pub struct Model {
+    hp: HParams,
+    gguf: Gguf,
+    #[allow(dead_code)] // kept for the on-demand layer cache
+    src: SharedSource,
+    pub(crate) tok_embd: Matrix,
+    output: Option<Matrix>,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) weights: ArchWeights,
+    /// Activation types the matrices need (their `vec_dot_type`s).
+    act_types: Vec<GgmlType>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("hparams", &self.hp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Reads the hyperparameters and every weight of the model in `gguf` from `src`.
+    pub fn load(src: SharedSource, gguf: Gguf) -> Result<Model> {
+        let hp = HParams::from_gguf(&gguf)?;
+        let mut ld = Loader {
+            src: &*src,
+            gguf: &gguf,
+            act_types: Vec::new(),
+        };
+        let d = hp.n_embd;
+        let tok_embd = ld.matrix(&Tn::TokenEmbd.weight(), d, hp.n_vocab)?;
+        let output_norm = ld.vector(&Tn::OutputNorm.weight(), d)?;
+        // Tied embeddings: llama.cpp falls back to token_embd when output.weight is absent.
+        let output = ld.opt_matrix(&Tn::Output.weight(), d, hp.n_vocab)?;
+        let weights = match hp.arch {
+            Arch::Llama => ArchWeights::Llama(arch::llama::load(&mut ld, &hp)?),
+            Arch::Gemma3 => ArchWeights::Gemma3(arch::gemma3::load(&mut ld, &hp)?),
+            a => {
+                return Err(Error::Unsupported(format!(
+                    "architecture {:?}: no forward pass yet",
+                    a.name()
+                )));
+            }
+        };
+        let act_types = ld.act_types;
+        Ok(Model {
+            hp,
+            gguf,
+            src,
+            tok_embd,
+            output,
+            output_norm,
+            weights,
+            act_types,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn hparams(&self) -> &HParams {
+        &self.hp
+    }
+
+    /// The GGUF header the model was loaded from (metadata for the tokenizer, templates, …).
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    /// The output projection (the token embedding when the two are tied).
+    pub(crate) fn output(&self) -> &Matrix {
+        self.output.as_ref().unwrap_or(&self.tok_embd)
+    }
+
+    /// Copies the embeddings of `tokens` into the rows of `x`, dequantizing only those rows.
+    pub(crate) fn embed(&self, tokens: &[u32], x: &mut [f32]) -> Result<()> {
+        let d = self.hp.n_embd;
+        for (t, &tok) in tokens.iter().enumerate() {
+            self.tok_embd
+                .dequantize_row(tok as usize, &mut x[t * d..(t + 1) * d])?;
+        }
+        Ok(())
+    }
+
+    /// A new session with its own KV cache and buffers.
+    pub fn new_session(self: &Arc<Self>, opts: SessionOptions) -> Result<Session> {
+        Session::new(Arc::clone(self), opts)
+    }
+}
+
+/// Options of a [`Session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Context window in tokens; 0 means the model's training context.
+    pub n_ctx: usize,
+    /// When the window is full: drop old tokens (llama.cpp's context shift) instead of failing
+    /// with [`Error::ContextFull`].
+    pub context_shift: bool,
+    /// Tokens at the start that a context shift never drops (e.g. BOS and a system prompt).
+    pub n_keep: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            n_ctx: 4096,
+            context_shift: false,
+            n_keep: 0,
+        }
+    }
+}
+
+/// Which logits [`Session::eval`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// Only after the last token (generation).
+    Last,
+    /// After every token (scoring, perplexity).
+    All,
+}
+
+/// Rows of logits, `n_vocab` values each, borrowed from the session.
+#[derive(Debug, Clone, Copy)]
+pub struct Logits<'a> {
+    data: &'a [f32],
+    n_vocab: usize,
+}
+
+impl<'a> Logits<'a> {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.data.len() / self.n_vocab
+    }
+
+    /// Row `i` (after the `i`-th token of the call, or the only row in [`LogitsMode::Last`]).
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        &self.data[i * self.n_vocab..(i + 1) * self.n_vocab]
+    }
+
+    /// The last row.
+    pub fn last(&self) -> &'a [f32] {
+        self.row(self.rows() - 1)
+    }
+
+    /// All rows back to back.
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// Vocabulary size (row length).
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+}
+
+/// Which rows of a forward step produce logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    None,
+    Last,
+    All,
+}
+
+/// Per-session work buffers, sized once for `MAX_BATCH` tokens.
+pub(crate) struct Scratch {
+    /// Residual stream `[n, n_embd]`.
+    pub x: Vec<f32>,
+    /// Normalized input of a block `[n, n_embd]`.
+    pub xn: Vec<f32>,
+    /// Queries, keys, values `[n, q_dim]`, `[n, k_dim]`, `[n, v_dim]`.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Attention output before the output projection `[n, n_head * head_dim_v]`.
+    pub att: Vec<f32>,
+    /// Output of a projection back to the residual width `[n, n_embd]`.
+    pub o: Vec<f32>,
+    /// Feed-forward gate and up projections `[n, n_ff]`.
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    /// RoPE tables `[n, n_rot]` for full and sliding-window layers.
+    pub rope: Vec<f32>,
+    pub rope_swa: Vec<f32>,
+    /// The current matmul input, quantized per weight type.
+    pub acts: Acts,
+    pub attn: AttnScratch,
+}
+
+impl Scratch {
+    fn new(hp: &HParams, nb: usize, n_ctx: usize, act_types: &[GgmlType]) -> Result<Scratch> {
+        let buf = |w: usize, what: &str| -> Result<Vec<f32>> { alloc(mul(nb, w, what)?, what) };
+        let max_k = hp.n_embd.max(hp.attn_out_dim()).max(hp.n_ff);
+        Ok(Scratch {
+            x: buf(hp.n_embd, "residual")?,
+            xn: buf(hp.n_embd, "normed")?,
+            q: buf(hp.q_dim(), "queries")?,
+            k: buf(hp.k_dim(), "keys")?,
+            v: buf(hp.v_dim(), "values")?,
+            att: buf(hp.attn_out_dim(), "attention output")?,
+            o: buf(hp.n_embd, "projection")?,
+            gate: buf(hp.n_ff, "ffn gate")?,
+            up: buf(hp.n_ff, "ffn up")?,
+            rope: buf(hp.n_rot, "rope table")?,
+            rope_swa: buf(hp.n_rot, "rope table")?,
+            acts: Acts::new(nb, max_k, act_types)?,
+            attn: AttnScratch::new(n_ctx, hp.head_dim_k)?,
+        })
+    }
+}
+
+/// One conversation: a KV cache, work buffers, and the logits of the last call.
+pub struct Session {
+    model: Arc<Model>,
+    opts: SessionOptions,
+    n_ctx: usize,
+    n_batch: usize,
+    n_past: usize,
+    kv: KvCache,
+    scratch: Scratch,
+    logits: Vec<f32>,
+    n_logit_rows: usize,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("opts", &self.opts)
+            .field("n_ctx", &self.n_ctx)
+            .field("n_past", &self.n_past)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session> {
+        let hp = &model.hp;
+        let n_ctx = if opts.n_ctx == 0 {
+            hp.n_ctx_train
+        } else {
+            opts.n_ctx
+        };
+        // Far beyond any model; keeps position arithmetic well inside f32's exact integers.
+        if n_ctx > 1 << 24 {
+            return Err(Error::InvalidArgument(format!(
+                "n_ctx {n_ctx} is larger than the supported maximum {}",
+                1 << 24
+            )));
+        }
+        if opts.context_shift && opts.n_keep >= n_ctx {
+            return Err(Error::InvalidArgument(format!(
+                "n_keep {} must be smaller than n_ctx {n_ctx}",
+                opts.n_keep
+            )));
+        }
+        let n_batch = MAX_BATCH.min(n_ctx);
+        let kv = KvCache::new(
+            hp.n_layer,
+            n_ctx,
+            hp.n_head_kv,
+            hp.head_dim_k,
+            hp.head_dim_v,
+        )?;
+        let scratch = Scratch::new(hp, n_batch, n_ctx, &model.act_types)?;
+        let logits = alloc(hp.n_vocab, "logits")?;
+        Ok(Session {
+            model,
+            opts,
+            n_ctx,
+            n_batch,
+            n_past: 0,
+            kv,
+            scratch,
+            logits,
+            n_logit_rows: 0,
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Tokens in the KV cache (the position of the next token).
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// The context window.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Forgets all tokens (the buffers stay allocated).
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+        self.n_logit_rows = 0;
+    }
+
+    /// The logits of the last [`Session::eval`] call.
+    pub fn logits(&self) -> Logits<'_> {
+        let n_vocab = self.model.hp.n_vocab;
+        Logits {
+            data: &self.logits[..self.n_logit_rows * n_vocab],
+            n_vocab,
+        }
+    }
+
+    /// Runs `tokens` through the model after the tokens already in the cache, and returns the
+    /// logits `mode` asks for. Long inputs run in batches of up to [`MAX_BATCH`] tokens.
+    ///
+    /// Errors without changing the session for an empty input, a token id outside the
+    /// vocabulary, or (context shift off) more tokens than the window has room for. A failure
+    /// in the middle of a long input leaves the tokens of the finished batches in the cache.
+    pub fn eval(&mut self, tokens: &[u32], mode: LogitsMode) -> Result<Logits<'_>> {
+        let hp = &self.model.hp;
+        let n_vocab = hp.n_vocab;
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("eval of zero tokens".into()));
+        }
+        if let Some((i, &t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|&(_, &t)| t as usize >= n_vocab)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "token {i} has id {t}, outside the vocabulary of {n_vocab}"
+            )));
+        }
+        // Refuse what cannot fit before touching the cache (shifts included).
+        let mut p = self.n_past;
+        for chunk in tokens.chunks(self.n_batch) {
+            p = self.room_after_shifts(p, chunk.len()).ok_or_else(|| {
+                Error::ContextFull(format!(
+                    "{} tokens after {} do not fit in a window of {} ({})",
+                    tokens.len(),
+                    self.n_past,
+                    self.n_ctx,
+                    if self.opts.context_shift {
+                        format!("context shift keeps {}", self.opts.n_keep)
+                    } else {
+                        "context shift off".to_string()
+                    }
+                ))
+            })? + chunk.len();
+        }
+        let rows = match mode {
+            LogitsMode::Last => 1,
+            LogitsMode::All => tokens.len(),
+        };
+        let len = mul(rows, n_vocab, "logits")?;
+        if len > self.logits.len() {
+            self.logits
+                .try_reserve_exact(len - self.logits.len())
+                .map_err(|_| Error::OutOfMemory(format!("logits: {rows} x {n_vocab}")))?;
+            self.logits.resize(len, 0.0);
+        }
+        self.n_logit_rows = 0;
+
+        let n_chunks = tokens.len().div_ceil(self.n_batch);
+        for (ci, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            if self.n_past + chunk.len() > self.n_ctx {
+                self.shift(chunk.len())?;
+            }
+            let (which, out) = match mode {
+                LogitsMode::All => (
+                    Rows::All,
+                    &mut self.logits[ci * self.n_batch * n_vocab..][..chunk.len() * n_vocab],
+                ),
+                LogitsMode::Last if ci + 1 == n_chunks => (Rows::Last, &mut self.logits[..n_vocab]),
+                LogitsMode::Last => (Rows::None, &mut self.logits[..0]),
+            };
+            let m = &*self.model;
+            let st = &mut State {
+                kv: &mut self.kv,
+                s: &mut self.scratch,
+            };
+            match &m.weights {
+                ArchWeights::Llama(w) => {
+                    arch::llama::forward(m, w, st, chunk, self.n_past, which, out)?
+                }
+                ArchWeights::Gemma3(w) => {
+                    arch::gemma3::forward(m, w, st, chunk, self.n_past, which, out)?
+                }
+            }
+            self.n_past += chunk.len();
+        }
+        self.n_logit_rows = rows;
+        Ok(self.logits())
+    }
+
+    /// Where `n_past` ends up after the context shifts needed to add `n` tokens, or `None` if
+    /// they cannot fit. llama.cpp's rule: keep the first `n_keep` tokens, drop the older half of
+    /// the rest, repeat.
+    fn room_after_shifts(&self, mut n_past: usize, n: usize) -> Option<usize> {
+        let keep = self.opts.n_keep.min(n_past);
+        while n_past + n > self.n_ctx {
+            let n_discard = (n_past - keep) / 2;
+            if !self.opts.context_shift || n_discard == 0 {
+                return None;
+            }
+            n_past -= n_discard;
+        }
+        Some(n_past)
+    }
+
+    /// Shifts the context (see [`Session::room_after_shifts`]) until `n` more tokens fit.
+    fn shift(&mut self, n: usize) -> Result<()> {
+        let keep = self.opts.n_keep.min(self.n_past);
+        while self.n_past + n > self.n_ctx {
+            let n_discard = (self.n_past - keep) / 2;
+            if !self.opts.context_shift || n_discard == 0 {
+                return Err(Error::ContextFull(format!(
+                    "{n} tokens do not fit after {} in a window of {}",
+                    self.n_past, self.n_ctx
+                )));
+            }
+            let m = &*self.model;
+            match &m.weights {
+                ArchWeights::Llama(w) => self.kv.shift(self.n_past, keep, n_discard, |il| {
+                    arch::llama::rope(&m.hp, w, il)
+                })?,
+                ArchWeights::Gemma3(w) => self.kv.shift(self.n_past, keep, n_discard, |il| {
+                    arch::gemma3::rope(&m.hp, w, il)
+                })?,
+            }
+            self.n_past -= n_discard;
+        }
+        Ok(())
+    }
+}
+
+/// What a forward step mutates: the session's cache and buffers.
+pub(crate) struct State<'a> {
+    pub kv: &'a mut KvCache,
+    pub s: &'a mut Scratch,
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The model head shared by every architecture: `logits = rmsnorm(x) · W_out` for the rows
+/// `rows` selects of the `n` rows in `s.x` (llama.cpp computes only the rows it outputs, too).
+/// Returns the number of rows written to `logits`.
+pub(crate) fn output_head(
+    m: &Model,
+    s: &mut Scratch,
+    n: usize,
+    rows: Rows,
+    logits: &mut [f32],
+) -> Result<usize> {
+    let d = m.hp.n_embd;
+    let (first, n_out) = match rows {
+        Rows::None => return Ok(0),
+        Rows::Last => (n - 1, 1),
+        Rows::All => (0, n),
+    };
+    ops::rms_norm_to(
+        &s.x[first * d..n * d],
+        &m.output_norm,
+        m.hp.rms_eps,
+        &mut s.xn,
+    );
+    s.acts.set(&s.xn, n_out, d)?;
+    ops::matmul(m.output(), &mut s.acts, logits)?;
+    Ok(n_out)
+}

@@ -1,0 +1,567 @@
+//! The numeric building blocks the forward passes are written in, each a port of the ggml CPU op
+//! it names, down to where llama.cpp rounds: activations are quantized to the weight's
+//! `vec_dot_type` before a matrix product, queries and attention weights go through f16 before
+//! their dot products with the f16 KV cache, and GELU goes through ggml's f16 lookup table.
+//!
+//! Buffers are passed in; nothing here allocates after [`Acts::new`].
+
+use super::hparams::RopeType;
+use super::kquant;
+use super::kv_cache::LayerKv;
+use super::weights::Matrix;
+use crate::quant::{self, GgmlType};
+use crate::{Error, Result};
+use std::sync::OnceLock;
+
+/// Bytes per f16 value.
+pub(crate) const F16: usize = 2;
+
+fn oom(what: &str, n: usize) -> Error {
+    Error::OutOfMemory(format!("{what}: {n} elements"))
+}
+
+/// A zeroed vector of `n` elements, allocated fallibly.
+pub(crate) fn alloc<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| oom(what, n))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// `a * b` for buffer sizes, with an error instead of overflow.
+pub(crate) fn mul(a: usize, b: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::OutOfMemory(format!("{what}: {a} x {b} overflows")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products
+
+/// A batch of activation rows, and their quantizations to each `vec_dot_type` the weights ask for.
+///
+/// llama.cpp's `ggml_compute_forward_mul_mat` converts the f32 input rows to the weight type's
+/// `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16 …) once per product; here the conversion is also shared
+/// between the products that read the same input (Q, K and V; gate and up).
+pub(crate) struct Acts {
+    x: Vec<f32>,
+    n: usize,
+    k: usize,
+    /// One buffer per vec_dot type the model needs, with its "holds the current x" flag.
+    q: Vec<(GgmlType, Vec<u8>, bool)>,
+    /// One value per row, for kernels that need a second accumulator.
+    tmp: Vec<f32>,
+}
+
+impl Acts {
+    /// Room for `max_n` rows of up to `max_k` values, quantizable to each of `types`.
+    pub fn new(max_n: usize, max_k: usize, types: &[GgmlType]) -> Result<Acts> {
+        let x = alloc(mul(max_n, max_k, "activations")?, "activations")?;
+        let mut q = Vec::new();
+        for &ty in types {
+            if q.iter().any(|(t, _, _)| *t == ty) {
+                continue;
+            }
+            // Only widths that are whole blocks are ever quantized, so the largest is enough.
+            let row = usize::try_from(ty.row_size(max_k.next_multiple_of(ty.block_size()) as u64)?)
+                .map_err(|_| oom("quantized activations", max_k))?;
+            q.push((
+                ty,
+                alloc(
+                    mul(row, max_n, "quantized activations")?,
+                    "quantized activations",
+                )?,
+                false,
+            ));
+        }
+        Ok(Acts {
+            x,
+            n: 0,
+            k: 0,
+            q,
+            tmp: alloc(max_n, "activations")?,
+        })
+    }
+
+    /// Makes `x` (`n` rows of `k`) the input of the next products.
+    pub fn set(&mut self, x: &[f32], n: usize, k: usize) -> Result<()> {
+        let len = n * k;
+        if x.len() < len || len > self.x.len() {
+            return Err(Error::InvalidArgument(format!(
+                "activations of {n} x {k} do not fit"
+            )));
+        }
+        self.x[..len].copy_from_slice(&x[..len]);
+        self.n = n;
+        self.k = k;
+        for e in &mut self.q {
+            e.2 = false;
+        }
+        Ok(())
+    }
+
+    /// The current rows in type `ty`, the bytes per row, and the per-row scratch.
+    fn quantized(&mut self, ty: GgmlType) -> Result<(&[u8], usize, &mut [f32])> {
+        let (n, k) = (self.n, self.k);
+        let row =
+            usize::try_from(ty.row_size(k as u64)?).map_err(|_| oom("quantized activations", k))?;
+        let Some(e) = self.q.iter_mut().find(|e| e.0 == ty) else {
+            return Err(Error::Unsupported(format!(
+                "activations in {} (not prepared for this model)",
+                ty.name()
+            )));
+        };
+        if !e.2 {
+            for t in 0..n {
+                quant::quantize_row(
+                    ty,
+                    &self.x[t * k..(t + 1) * k],
+                    &mut e.1[t * row..(t + 1) * row],
+                )?;
+            }
+            e.2 = true;
+        }
+        Ok((&e.1[..n * row], row, &mut self.tmp[..n]))
+    }
+}
+
+/// `out[t][r] = w[r] · x[t]` for every input row `t` of `x` and row `r` of `w`:
+/// `x` is `[n, w.n_cols]`, `out` is `[n, w.n_rows]`.
+///
+/// Each weight row is read once per batch (rows outer, tokens inner), the way a batched prefill
+/// must be to be memory-bound on the weights only once. K-quant weights take the paths of
+/// [`kquant`] where llama.cpp uses its repacked or tiled kernels.
+pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
+    let (n, k, m) = (x.n, x.k, w.n_rows);
+    if k != w.n_cols || out.len() < n * m {
+        return Err(Error::InvalidArgument(format!(
+            "matmul of {w:?} with {n} x {k} activations into {} values",
+            out.len()
+        )));
+    }
+    let (a, arow, tmp) = x.quantized(w.ty.vec_dot_type())?;
+    if let Some(path) = kquant::path(w, n) {
+        return kquant::matmul(path, w, a, n, out, tmp);
+    }
+    let dot = w.dot;
+    for r in 0..m {
+        let wr = w.row(r);
+        for t in 0..n {
+            out[t * m + r] = dot(k, wr, &a[t * arow..(t + 1) * arow]);
+        }
+    }
+    Ok(())
+}
+
+/// `x += y`, elementwise.
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `x *= s`, elementwise (`ggml_scale`).
+pub(crate) fn scale(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalization
+
+/// RMSNorm of each row of `x` (rows of `w.len()`) times `w`, in place
+/// (`ggml_rms_norm` then `ggml_mul`; the sum of squares in f64, as ggml does).
+pub(crate) fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for row in x.chunks_exact_mut(d) {
+        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+        let mean = (sum / d as f64) as f32;
+        let s = 1.0 / (mean + eps).sqrt();
+        for (v, &wi) in row.iter_mut().zip(w) {
+            *v = *v * s * wi;
+        }
+    }
+}
+
+/// [`rms_norm`] of `x` written to `out` (same shape), `x` untouched.
+pub(crate) fn rms_norm_to(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    out[..x.len()].copy_from_slice(x);
+    rms_norm(&mut out[..x.len()], w, eps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary position embedding
+
+/// The cos/sin table of one RoPE configuration (`ggml_rope_cache_init`, no YaRN).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rope<'a> {
+    /// Rotated dimensions per head.
+    pub n_rot: usize,
+    /// Pairing.
+    pub ty: RopeType,
+    /// Base frequency.
+    pub freq_base: f32,
+    /// Linear position scale.
+    pub freq_scale: f32,
+    /// Per-frequency divisors (`rope_freqs.weight`, Llama 3 scaling), `n_rot / 2` of them.
+    pub factors: Option<&'a [f32]>,
+}
+
+impl Rope<'_> {
+    /// Writes `n_rot` values (cos, sin interleaved) for position `p` to `out`.
+    /// Ported from ggml-cpu `ggml_rope_cache_init` + `rope_yarn` with ext_factor 0, mscale 1:
+    /// theta advances by repeated multiplication in f32, exactly as there.
+    pub fn cache(&self, p: f32, out: &mut [f32]) {
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let mut theta = p;
+        for i0 in (0..self.n_rot).step_by(2) {
+            let ff = self.factors.map_or(1.0, |f| f[i0 / 2]);
+            let t = self.freq_scale * (theta / ff);
+            out[i0] = t.cos();
+            out[i0 + 1] = t.sin();
+            theta *= theta_scale;
+        }
+    }
+
+    /// Fills `table` (`n * n_rot`) for positions `pos0 .. pos0 + n`.
+    pub fn table(&self, pos0: usize, n: usize, table: &mut [f32]) {
+        for t in 0..n {
+            self.cache(
+                (pos0 + t) as f32,
+                &mut table[t * self.n_rot..(t + 1) * self.n_rot],
+            );
+        }
+    }
+
+    /// Rotates the first `n_rot` dimensions of each `head_dim`-wide head in `x` by `cache`
+    /// (one position's table): ggml-cpu `rotate_pairs`.
+    #[inline]
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, cache: &[f32]) {
+        let n = self.n_rot;
+        for head in x.chunks_exact_mut(head_dim) {
+            match self.ty {
+                RopeType::Normal => {
+                    for i0 in (0..n).step_by(2) {
+                        let (c, s) = (cache[i0], cache[i0 + 1]);
+                        let (x0, x1) = (head[i0], head[i0 + 1]);
+                        (head[i0], head[i0 + 1]) = rotate(x0, x1, c, s);
+                    }
+                }
+                RopeType::Neox => {
+                    let half = n / 2;
+                    for i0 in (0..n).step_by(2) {
+                        let (c, s) = (cache[i0], cache[i0 + 1]);
+                        let ic = i0 / 2;
+                        let (x0, x1) = (head[ic], head[ic + half]);
+                        (head[ic], head[ic + half]) = rotate(x0, x1, c, s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `(x0 c - x1 s, x0 s + x1 c)` with the fused multiply-adds GCC makes of ggml's `rotate_pairs`
+/// (checked against llama.cpp's output bit for bit): the last bit matters once activations are
+/// requantized downstream.
+#[inline]
+fn rotate(x0: f32, x1: f32, c: f32, s: f32) -> (f32, f32) {
+    (fma(x0, c, -(x1 * s)), fma(x0, s, x1 * c))
+}
+
+/// `a * b + c` with one rounding. The product of two f32 is exact in f64, so this is a true
+/// fused multiply-add except in the rare case where the f64 sum's rounding and the final one
+/// stack (double rounding); it is fast everywhere, including wasm, which has no FMA instruction.
+#[inline(always)]
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    (f64::from(a) * f64::from(b) + f64::from(c)) as f32
+}
+
+/// e^x as ggml computes it on AVX-512 (`ggml_v_expf`, from ARM's optimized routines: max error
+/// 1.45 ulp). llama.cpp's SiLU and softmax use it, so this engine does too, lane for lane.
+#[inline]
+pub(crate) fn expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = fma(x, f32::from_bits(0x3fb8_aa3b), r); // x * log2(e) + r
+    let n = z - r;
+    let b = fma(
+        -n,
+        f32::from_bits(0x35bf_be8e),
+        fma(-n, f32::from_bits(0x3f31_7200), x),
+    );
+    let u = b * b;
+    let p = fma(
+        fma(
+            fma(f32::from_bits(0x3c07_2010), b, f32::from_bits(0x3d2b_9f17)),
+            u,
+            fma(f32::from_bits(0x3e2a_af33), b, f32::from_bits(0x3eff_fedb)),
+        ),
+        u,
+        fma(f32::from_bits(0x3f7f_fff6), b, 1.0),
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    // _mm512_scalef_ps(p, n) = p * 2^n, rounded once.
+    (f64::from(p) * 2f64.powi(n as i32)) as f32
+}
+
+/// Sum of 16 lanes in the order of GCC's `_mm512_reduce_add_ps` (halves, then quarters, …).
+#[inline]
+fn reduce16(v: &[f32; 16]) -> f32 {
+    let mut t8 = [0f32; 8];
+    for i in 0..8 {
+        t8[i] = v[8 + i] + v[i];
+    }
+    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
+    let (a, b) = (t4[0] + t4[2], t4[1] + t4[3]);
+    a + b
+}
+
+/// ggml's f16 → f32 conversion table (`ggml_table_f32_f16`): one load per value.
+fn f16_table() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|i| half::f16::from_bits(i).to_f32())
+            .collect()
+    })
+}
+
+/// How llama.cpp's CPU backend sums an f16 dot product in an attention `mul_mat`: llamafile's
+/// tinyBLAS for two or more query rows, `ggml_vec_dot_f16` for one (`llamafile_sgemm` declines
+/// `n < 2`). Products of f16 values are exact in f32, so their FMAs are plain multiply-adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DotOrder {
+    /// tinyBLAS on AVX-512: 16 lanes (`lane = index % 16`), then [`reduce16`].
+    Tiny,
+    /// `ggml_vec_dot_f16` on AVX-512: 4 accumulators of 16 lanes over steps of 64, combined
+    /// `(a0 + a2) + (a1 + a3)`, [`reduce16`], then the tail (< 64 values) added in f64.
+    Vec,
+    /// [`DotOrder::Vec`] over a row that llama.cpp pads with zeros to a multiple of 64 (the KV
+    /// cache's cells are padded to 256): no tail.
+    VecPadded,
+}
+
+/// Dot product of two f16 rows (little-endian bytes) in `order`. `offset` is the index in
+/// llama.cpp's row of the first value given (a multiple of 16 for [`DotOrder::Tiny`], of 64 for
+/// [`DotOrder::Vec`]); earlier values are zero there, so skipping them changes no sum.
+#[inline]
+fn dot_f16(a: &[u8], b: &[u8], offset: usize, order: DotOrder, table: &[f32]) -> f32 {
+    let n = a.len() / F16;
+    let val = |r: &[u8], i: usize| table[usize::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]))];
+    match order {
+        DotOrder::Tiny => {
+            let mut acc = [0f32; 16];
+            for i in 0..n {
+                acc[(offset + i) & 15] += val(a, i) * val(b, i);
+            }
+            reduce16(&acc)
+        }
+        DotOrder::Vec | DotOrder::VecPadded => {
+            // Values past the last whole 64 of llama.cpp's row are the tail.
+            let end = offset + n;
+            let np = if order == DotOrder::VecPadded {
+                n
+            } else {
+                (end & !63).max(offset) - offset
+            };
+            let mut acc = [[0f32; 16]; 4];
+            for i in 0..np {
+                let p = offset + i;
+                acc[(p >> 4) & 3][p & 15] += val(a, i) * val(b, i);
+            }
+            let mut x = [0f32; 16];
+            for l in 0..16 {
+                x[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+            }
+            let mut sum = f64::from(reduce16(&x));
+            for i in np..n {
+                sum += f64::from(val(a, i) * val(b, i));
+            }
+            sum as f32
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+/// `x = silu(x) * g` (`ggml_swiglu_split`; `ggml_v_silu` = x / (1 + e^-x) with ggml's e^x).
+pub(crate) fn swiglu(x: &mut [f32], g: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(g) {
+        *a = *a / (1.0 + expf(0.0 - *a)) * b;
+    }
+}
+
+/// ggml's GELU (tanh approximation) table over every f16 input (`ggml_table_gelu_f16`).
+fn gelu_table() -> &'static [u16] {
+    static TABLE: OnceLock<Vec<u16>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        const GELU_COEF_A: f32 = 0.044715;
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        (0..=u16::MAX)
+            .map(|i| {
+                let x = half::f16::from_bits(i).to_f32();
+                // 1 + A*x*x is fused, as GCC compiles ggml_gelu_f32.
+                let inner = SQRT_2_OVER_PI * x * fma(GELU_COEF_A * x, x, 1.0);
+                let y = 0.5 * x * (1.0 + inner.tanh());
+                half::f16::from_f32(y).to_bits()
+            })
+            .collect()
+    })
+}
+
+/// `x = gelu(x) * g` as ggml-cpu computes it with `GGML_GELU_FP16` (`ggml_vec_geglu_f32`):
+/// the input rounded to f16, looked up in the f16 GELU table, saturating outside ±10.
+pub(crate) fn geglu(x: &mut [f32], g: &[f32]) {
+    let table = gelu_table();
+    for (a, &b) in x.iter_mut().zip(g) {
+        let v = *a;
+        *a = if v <= -10.0 {
+            0.0
+        } else if v >= 10.0 {
+            v * b
+        } else {
+            let i = half::f16::from_f32(v).to_bits();
+            half::f16::from_bits(table[usize::from(i)]).to_f32() * b
+        };
+    }
+}
+
+/// `x = cap * tanh(x / cap)` (soft-capping as three ggml ops: scale, tanh, scale).
+pub(crate) fn softcap(x: &mut [f32], cap: f32) {
+    for v in x {
+        *v = (*v * (1.0 / cap)).tanh() * cap;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+/// Shape and scaling of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnCfg {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// Applied to q·k after soft-capping, inside the softmax (`ggml_soft_max_ext`'s scale).
+    pub kq_scale: f32,
+    /// Soft-cap of q·k, applied before `kq_scale`.
+    pub softcap: Option<f32>,
+    /// Sliding window (`LLAMA_SWA_TYPE_STANDARD`): key at `p0` is visible from `p1` iff
+    /// `p1 - p0 < window`; 0 for full causal attention.
+    pub window: usize,
+}
+
+/// Per-session buffers for [`attention`].
+pub(crate) struct AttnScratch {
+    q16: Vec<u8>,
+    scores: Vec<f32>,
+    p16: Vec<u8>,
+}
+
+impl AttnScratch {
+    pub fn new(n_ctx: usize, head_dim_k: usize) -> Result<AttnScratch> {
+        Ok(AttnScratch {
+            q16: alloc(mul(head_dim_k, F16, "query")?, "query")?,
+            scores: alloc(n_ctx, "attention scores")?,
+            p16: alloc(mul(n_ctx, F16, "attention weights")?, "attention weights")?,
+        })
+    }
+}
+
+/// Causal multi-head attention of `n` queries at positions `pos0 ..` over the cache `kv`
+/// (which already holds their own keys and values): `q` is `[n, n_head * head_dim_k]`,
+/// `out` is `[n, n_head * head_dim_v]`.
+///
+/// The non-flash path of llama.cpp's `build_attn_mha` as its CPU backend computes it:
+/// `kq = mul_mat(k, q)` with the f16 cache (q rounded to f16; summed in [`DotOrder`]),
+/// soft-cap, `soft_max_ext` with the scale and the causal/window mask (ggml's e^x and sum order),
+/// then `kqv = mul_mat(v, kq)` with the transposed f16 V cache (weights rounded to f16). Masked
+/// keys weigh exactly 0 there, so only the visible range is visited here, from the lane group it
+/// starts in.
+pub(crate) fn attention(
+    cfg: &AttnCfg,
+    kv: &LayerKv<'_>,
+    q: &[f32],
+    pos0: usize,
+    n: usize,
+    s: &mut AttnScratch,
+    out: &mut [f32],
+) -> Result<()> {
+    let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
+    let group = cfg.n_head / cfg.n_head_kv;
+    let table = f16_table();
+    let order = if n == 1 {
+        DotOrder::Vec
+    } else {
+        DotOrder::Tiny
+    };
+    for t in 0..n {
+        let p1 = pos0 + t;
+        let start = if cfg.window > 0 {
+            (p1 + 1).saturating_sub(cfg.window)
+        } else {
+            0
+        };
+        // Visible keys are start..=p1; sums run over whole lane groups from `first`.
+        let first = start - start % 64;
+        let n_kv = p1 + 1 - first;
+        for h in 0..cfg.n_head {
+            let g = h / group;
+            let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
+            quant::quantize_row(GgmlType::F16, qh, &mut s.q16[..hk * F16])?;
+
+            // scores = softcap(K·q) * scale, masked keys -inf
+            let scores = &mut s.scores[..n_kv];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let p0 = first + j;
+                if p0 < start {
+                    *sc = f32::NEG_INFINITY;
+                    continue;
+                }
+                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk * F16], 0, order, table);
+                if let Some(cap) = cfg.softcap {
+                    v = (v * (1.0 / cap)).tanh() * cap;
+                }
+                *sc = v * cfg.kq_scale;
+            }
+
+            // softmax (ggml_vec_soft_max_f32: e^x per lane, f32 sums of 16, f64 total)
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f64;
+            for chunk in scores.chunks_mut(16) {
+                let mut lanes = [0f32; 16];
+                for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+                    *v = expf(*v - max);
+                    *l = *v;
+                }
+                sum += f64::from(reduce16(&lanes));
+            }
+            let inv = (1.0 / sum) as f32;
+            for v in scores.iter_mut() {
+                *v *= inv;
+            }
+            quant::quantize_row(GgmlType::F16, scores, &mut s.p16[..n_kv * F16])?;
+
+            // out = Σ_j p_j · V_j, one output dimension at a time over the transposed cache
+            let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
+            for (d, od) in o.iter_mut().enumerate() {
+                *od = dot_f16(
+                    kv.v_row(g, d, first, p1 + 1),
+                    &s.p16[..n_kv * F16],
+                    first,
+                    if order == DotOrder::Vec {
+                        DotOrder::VecPadded
+                    } else {
+                        order
+                    },
+                    table,
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,637 @@
+//! Tests on small synthetic models: hyperparameter checks, the forward passes against a plain f64
+//! re-implementation of the same equations, batching, the KV cache and context shift.
+//! (Fidelity against llama.cpp on real models is in tests/forward.rs.)
+
+use super::*;
+use crate::gguf::{GgufWriter, Value};
+
+/// Deterministic pseudo-random numbers in [-1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// Shape of a synthetic model.
+#[derive(Clone, Copy)]
+struct Cfg {
+    arch: Arch,
+    n_vocab: usize,
+    d: usize,
+    n_layer: usize,
+    ff: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    window: usize,
+    rope_base: f32,
+}
+
+const LLAMA: Cfg = Cfg {
+    arch: Arch::Llama,
+    n_vocab: 40,
+    d: 64,
+    n_layer: 2,
+    ff: 96,
+    n_head: 4,
+    n_head_kv: 2,
+    head_dim: 16,
+    window: 0,
+    rope_base: 500_000.0,
+};
+
+const GEMMA3: Cfg = Cfg {
+    arch: Arch::Gemma3,
+    n_vocab: 40,
+    d: 64,
+    n_layer: 7, // layers 0-4 and 6 local, 5 global
+    ff: 96,
+    n_head: 2,
+    n_head_kv: 1,
+    head_dim: 32,
+    window: 4,
+    rope_base: 1_000_000.0,
+};
+
+/// Named f32 tensors of a synthetic model, as the reference reads them.
+struct Tensors(Vec<(String, Vec<u64>, Vec<f32>)>);
+
+impl Tensors {
+    fn get(&self, name: &str) -> &[f32] {
+        &self.0.iter().find(|t| t.0 == name).unwrap().2
+    }
+}
+
+fn synth(c: Cfg, seed: u64) -> (Vec<u8>, Tensors) {
+    let a = c.arch.name();
+    let mut w = GgufWriter::new();
+    w.kv("general.architecture", Value::String(a.into()));
+    w.kv(format!("{a}.context_length"), Value::U32(256));
+    w.kv(format!("{a}.embedding_length"), Value::U32(c.d as u32));
+    w.kv(format!("{a}.block_count"), Value::U32(c.n_layer as u32));
+    w.kv(format!("{a}.feed_forward_length"), Value::U32(c.ff as u32));
+    w.kv(
+        format!("{a}.attention.head_count"),
+        Value::U32(c.n_head as u32),
+    );
+    w.kv(
+        format!("{a}.attention.head_count_kv"),
+        Value::U32(c.n_head_kv as u32),
+    );
+    w.kv(
+        format!("{a}.attention.key_length"),
+        Value::U32(c.head_dim as u32),
+    );
+    w.kv(
+        format!("{a}.attention.value_length"),
+        Value::U32(c.head_dim as u32),
+    );
+    w.kv(
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    );
+    w.kv(format!("{a}.vocab_size"), Value::U32(c.n_vocab as u32));
+    w.kv(format!("{a}.rope.freq_base"), Value::F32(c.rope_base));
+    if c.window > 0 {
+        w.kv(
+            format!("{a}.attention.sliding_window"),
+            Value::U32(c.window as u32),
+        );
+    }
+    let mut rng = Rng(seed);
+    let mut tensors = Vec::new();
+    let mut add = |name: String, dims: Vec<u64>, scale: f32, offset: f32| {
+        let n = dims.iter().product::<u64>() as usize;
+        let data: Vec<f32> = rng.vec(n, scale).into_iter().map(|v| v + offset).collect();
+        tensors.push((name, dims, data));
+    };
+    let (d, hd, ff) = (c.d as u64, c.head_dim as u64, c.ff as u64);
+    let (qd, kd) = (c.n_head as u64 * hd, c.n_head_kv as u64 * hd);
+    add(
+        "token_embd.weight".into(),
+        vec![d, c.n_vocab as u64],
+        1.0,
+        0.0,
+    );
+    add("output_norm.weight".into(), vec![d], 0.2, 1.0);
+    add("output.weight".into(), vec![d, c.n_vocab as u64], 0.3, 0.0);
+    for il in 0..c.n_layer {
+        let n = |s: &str| format!("blk.{il}.{s}.weight");
+        add(n("attn_norm"), vec![d], 0.2, 1.0);
+        add(n("attn_q"), vec![d, qd], 0.3, 0.0);
+        add(n("attn_k"), vec![d, kd], 0.3, 0.0);
+        add(n("attn_v"), vec![d, kd], 0.3, 0.0);
+        add(n("attn_output"), vec![qd, d], 0.2, 0.0);
+        add(n("ffn_norm"), vec![d], 0.2, 1.0);
+        add(n("ffn_gate"), vec![d, ff], 0.3, 0.0);
+        add(n("ffn_up"), vec![d, ff], 0.3, 0.0);
+        add(n("ffn_down"), vec![ff, d], 0.2, 0.0);
+        if c.arch == Arch::Gemma3 {
+            add(n("attn_q_norm"), vec![hd], 0.2, 1.0);
+            add(n("attn_k_norm"), vec![hd], 0.2, 1.0);
+            add(n("post_attention_norm"), vec![d], 0.2, 1.0);
+            add(n("post_ffw_norm"), vec![d], 0.2, 1.0);
+        }
+    }
+    for (name, dims, data) in &tensors {
+        let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.tensor(name.clone(), dims, GgmlType::F32, bytes).unwrap();
+    }
+    (w.to_bytes(), Tensors(tensors))
+}
+
+fn load(bytes: Vec<u8>) -> Result<Arc<Model>> {
+    let src: SharedSource = Arc::new(bytes);
+    let gguf = Gguf::read(&*src)?;
+    Model::load(src, gguf).map(Arc::new)
+}
+
+fn session(m: &Arc<Model>, n_ctx: usize) -> Session {
+    m.new_session(SessionOptions {
+        n_ctx,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A plain f64 reference of the two architectures (no f16 or quantization rounding).
+
+fn matvec(w: &[f32], x: &[f64], rows: usize) -> Vec<f64> {
+    let k = x.len();
+    (0..rows)
+        .map(|r| (0..k).map(|c| f64::from(w[r * k + c]) * x[c]).sum())
+        .collect()
+}
+
+fn rmsnorm(x: &[f64], w: &[f32]) -> Vec<f64> {
+    let d = w.len();
+    x.chunks(d)
+        .flat_map(|row| {
+            let s = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + 1e-5).sqrt();
+            row.iter().zip(w).map(move |(v, &wi)| v * s * f64::from(wi))
+        })
+        .collect()
+}
+
+fn rope(x: &mut [f64], hd: usize, pos: usize, base: f64, neox: bool) {
+    for head in x.chunks_mut(hd) {
+        for i in 0..hd / 2 {
+            let theta = pos as f64 * base.powf(-2.0 * i as f64 / hd as f64);
+            let (a, b) = if neox {
+                (i, i + hd / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * theta.cos() - x1 * theta.sin();
+            head[b] = x0 * theta.sin() + x1 * theta.cos();
+        }
+    }
+}
+
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// Logits after every token of `tokens`.
+fn reference(c: Cfg, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let gemma = c.arch == Arch::Gemma3;
+    let (d, hd) = (c.d, c.head_dim);
+    let (qd, kd) = (c.n_head * hd, c.n_head_kv * hd);
+    let mut keys = vec![Vec::<Vec<f64>>::new(); c.n_layer];
+    let mut vals = vec![Vec::<Vec<f64>>::new(); c.n_layer];
+    let mut out = Vec::new();
+    for (pos, &tok) in tokens.iter().enumerate() {
+        let emb = &t.get("token_embd.weight")[tok as usize * d..][..d];
+        let mut x: Vec<f64> = emb.iter().map(|&v| f64::from(v)).collect();
+        if gemma {
+            x.iter_mut().for_each(|v| *v *= (d as f64).sqrt());
+        }
+        for il in 0..c.n_layer {
+            let w = |s: &str| t.get(&format!("blk.{il}.{s}.weight"));
+            let local = gemma && c.window > 0 && il % 6 != 5;
+            // Gemma 3's local layers use base 10 000 (the default of rope.freq_base_swa).
+            let base = if local {
+                10_000.0
+            } else {
+                f64::from(c.rope_base)
+            };
+            let xn = rmsnorm(&x, w("attn_norm"));
+            let mut q = matvec(w("attn_q"), &xn, qd);
+            let mut k = matvec(w("attn_k"), &xn, kd);
+            let v = matvec(w("attn_v"), &xn, kd);
+            if gemma {
+                q = rmsnorm(&q, w("attn_q_norm"));
+                k = rmsnorm(&k, w("attn_k_norm"));
+            }
+            rope(&mut q, hd, pos, base, gemma);
+            rope(&mut k, hd, pos, base, gemma);
+            keys[il].push(k);
+            vals[il].push(v);
+            let mut att = vec![0.0; qd];
+            for h in 0..c.n_head {
+                let g = h / (c.n_head / c.n_head_kv);
+                let qh = &q[h * hd..(h + 1) * hd];
+                let first = if local {
+                    (pos + 1).saturating_sub(c.window)
+                } else {
+                    0
+                };
+                let scores: Vec<f64> = (first..=pos)
+                    .map(|j| {
+                        let kh = &keys[il][j][g * hd..(g + 1) * hd];
+                        qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (j, p) in (first..=pos).zip(&e) {
+                    for dd in 0..hd {
+                        att[h * hd + dd] += p / sum * vals[il][j][g * hd + dd];
+                    }
+                }
+            }
+            let mut o = matvec(w("attn_output"), &att, d);
+            if gemma {
+                o = rmsnorm(&o, w("post_attention_norm"));
+            }
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let xn = rmsnorm(&x, w("ffn_norm"));
+            let g = matvec(w("ffn_gate"), &xn, c.ff);
+            let u = matvec(w("ffn_up"), &xn, c.ff);
+            let h: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| {
+                    if gemma {
+                        gelu(g) * u
+                    } else {
+                        g / (1.0 + (-g).exp()) * u
+                    }
+                })
+                .collect();
+            let mut y = matvec(w("ffn_down"), &h, d);
+            if gemma {
+                y = rmsnorm(&y, w("post_ffw_norm"));
+            }
+            x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+        }
+        let xn = rmsnorm(&x, t.get("output_norm.weight"));
+        out.push(matvec(t.get("output.weight"), &xn, c.n_vocab));
+    }
+    out
+}
+
+fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut r = Rng(seed);
+    (0..n)
+        .map(|_| ((r.next() + 1.0) / 2.0 * n_vocab as f32) as u32 % n_vocab as u32)
+        .collect()
+}
+
+/// Our logits after each token vs the f64 reference: the differences are only f16 rounding of
+/// K, V, q and the attention weights (and GELU's f16 table), so they stay small.
+fn check_against_reference(c: Cfg) {
+    let (bytes, t) = synth(c, 7);
+    let m = load(bytes).unwrap();
+    let worst = max_rel_err(&m, c, &t);
+    assert!(worst < 2e-2, "{:?}: relative error {worst}", c.arch);
+}
+
+/// The largest difference between our logits and the reference's over 20 tokens, relative to
+/// the largest logit of each row.
+fn max_rel_err(m: &Arc<Model>, c: Cfg, t: &Tensors) -> f64 {
+    let toks = tokens(20, c.n_vocab, 3);
+    let want = reference(c, t, &toks);
+    let mut s = session(m, 64);
+    let got = s.eval(&toks, LogitsMode::All).unwrap();
+    let mut worst = 0f64;
+    for (i, w) in want.iter().enumerate() {
+        let scale = w.iter().fold(0f64, |a, v| a.max(v.abs()));
+        for (a, b) in got.row(i).iter().zip(w) {
+            worst = worst.max((f64::from(*a) - b).abs() / scale);
+        }
+        if std::env::var_os("CHORD_TEST_VERBOSE").is_some() {
+            eprintln!("row {i}: worst so far {worst}");
+        }
+    }
+    worst
+}
+
+#[test]
+fn llama_matches_reference() {
+    check_against_reference(LLAMA);
+}
+
+#[test]
+fn gemma3_matches_reference() {
+    check_against_reference(GEMMA3);
+}
+
+/// Batched prefill, token-by-token decoding and any split in between give the same logits.
+#[test]
+fn batching_does_not_change_results() {
+    for c in [LLAMA, GEMMA3] {
+        let m = load(synth(c, 11).0).unwrap();
+        let toks = tokens(24, c.n_vocab, 5);
+        let mut a = session(&m, 64);
+        let all = a.eval(&toks, LogitsMode::All).unwrap().as_slice().to_vec();
+        let mut b = session(&m, 64);
+        let mut one_by_one = Vec::new();
+        for &t in &toks {
+            one_by_one.extend_from_slice(b.eval(&[t], LogitsMode::Last).unwrap().last());
+        }
+        assert_eq!(all, one_by_one);
+        let mut c2 = session(&m, 64);
+        c2.eval(&toks[..10], LogitsMode::Last).unwrap();
+        let tail = c2.eval(&toks[10..], LogitsMode::All).unwrap();
+        assert_eq!(tail.as_slice(), &all[10 * c.n_vocab..]);
+        assert_eq!(tail.last(), &all[23 * c.n_vocab..]);
+        assert_eq!(c2.n_past(), 24);
+    }
+}
+
+/// Inputs longer than one batch are split, and the results do not depend on the split.
+#[test]
+fn long_inputs_run_in_batches() {
+    let m = load(synth(LLAMA, 1).0).unwrap();
+    let toks = tokens(MAX_BATCH + 40, LLAMA.n_vocab, 9);
+    let mut s = session(&m, 1024);
+    let all = s.eval(&toks, LogitsMode::All).unwrap().as_slice().to_vec();
+    assert_eq!(all.len(), toks.len() * LLAMA.n_vocab);
+    let mut s2 = session(&m, 1024);
+    let last = s2.eval(&toks, LogitsMode::Last).unwrap();
+    assert_eq!(last.rows(), 1);
+    assert_eq!(last.last(), &all[(toks.len() - 1) * LLAMA.n_vocab..]);
+}
+
+#[test]
+fn reset_starts_over() {
+    let m = load(synth(LLAMA, 2).0).unwrap();
+    let toks = tokens(8, LLAMA.n_vocab, 4);
+    let mut s = session(&m, 32);
+    let first = s.eval(&toks, LogitsMode::All).unwrap().as_slice().to_vec();
+    s.eval(&toks, LogitsMode::Last).unwrap();
+    assert_eq!(s.n_past(), 16);
+    s.reset();
+    assert_eq!(s.n_past(), 0);
+    assert_eq!(
+        s.eval(&toks, LogitsMode::All).unwrap().as_slice(),
+        &first[..]
+    );
+}
+
+#[test]
+fn bad_tokens_and_full_context_are_errors() {
+    let m = load(synth(LLAMA, 3).0).unwrap();
+    let mut s = session(&m, 16);
+    assert!(matches!(
+        s.eval(&[], LogitsMode::Last),
+        Err(Error::InvalidArgument(_))
+    ));
+    let bad = LLAMA.n_vocab as u32;
+    assert!(matches!(
+        s.eval(&[1, bad], LogitsMode::Last),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        s.eval(&[u32::MAX], LogitsMode::Last),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(s.n_past(), 0);
+    s.eval(&tokens(12, LLAMA.n_vocab, 1), LogitsMode::Last)
+        .unwrap();
+    let e = s.eval(&tokens(5, LLAMA.n_vocab, 2), LogitsMode::Last);
+    assert!(matches!(e, Err(Error::ContextFull(_))), "{e:?}");
+    assert_eq!(
+        s.n_past(),
+        12,
+        "a refused eval leaves the session as it was"
+    );
+    s.eval(&tokens(4, LLAMA.n_vocab, 2), LogitsMode::Last)
+        .unwrap();
+    assert!(matches!(
+        s.eval(&[0], LogitsMode::Last),
+        Err(Error::ContextFull(_))
+    ));
+}
+
+/// With context shift on, a full window drops the older half after `n_keep` and goes on. With
+/// one layer the keys and values of the surviving tokens do not depend on the dropped ones, so
+/// the result must be close to a fresh session fed only the survivors (the shifted keys are
+/// re-rotated in f16, as llama.cpp does, so not bit-identical).
+#[test]
+fn context_shift_keeps_going() {
+    for c in [LLAMA, GEMMA3] {
+        for n_layer in [1, c.n_layer] {
+            let c = Cfg { n_layer, ..c };
+            let m = load(synth(c, 5).0).unwrap();
+            let opts = SessionOptions {
+                n_ctx: 16,
+                context_shift: true,
+                n_keep: 2,
+            };
+            let mut s = m.new_session(opts).unwrap();
+            let toks = tokens(17, c.n_vocab, 8);
+            s.eval(&toks[..16], LogitsMode::Last).unwrap();
+            assert_eq!(s.n_past(), 16);
+            // 16 full: discard (16 - 2) / 2 = 7 tokens after the first 2, then append one.
+            let got = s
+                .eval(&toks[16..], LogitsMode::Last)
+                .unwrap()
+                .last()
+                .to_vec();
+            assert_eq!(s.n_past(), 10);
+            if n_layer == 1 {
+                let kept: Vec<u32> = toks[..2].iter().chain(&toks[9..]).copied().collect();
+                let mut fresh = session(&m, 16);
+                let want = fresh.eval(&kept, LogitsMode::Last).unwrap().last().to_vec();
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (a, b) in got.iter().zip(&want) {
+                    assert!((a - b).abs() < 2e-3 * scale, "{:?}: {a} vs {b}", c.arch);
+                }
+            }
+            // Keeps going for many more tokens, also in batches that need a shift.
+            for &t in &tokens(40, c.n_vocab, 10) {
+                let l = s.eval(&[t], LogitsMode::Last).unwrap();
+                assert!(l.last().iter().all(|v| v.is_finite()));
+                assert!(s.n_past() <= 16);
+            }
+            s.eval(&tokens(9, c.n_vocab, 12), LogitsMode::All).unwrap();
+            assert!(s.n_past() <= 16);
+            // A batch that cannot fit even after shifting is refused, and changes nothing.
+            let before = s.n_past();
+            let e = s.eval(&tokens(15, c.n_vocab, 13), LogitsMode::Last);
+            assert!(matches!(e, Err(Error::ContextFull(_))), "{e:?}");
+            assert_eq!(s.n_past(), before);
+        }
+    }
+}
+
+#[test]
+fn session_options_are_checked() {
+    let m = load(synth(LLAMA, 3).0).unwrap();
+    let bad = SessionOptions {
+        n_ctx: 8,
+        context_shift: true,
+        n_keep: 8,
+    };
+    assert!(matches!(m.new_session(bad), Err(Error::InvalidArgument(_))));
+    let huge = SessionOptions {
+        n_ctx: usize::MAX,
+        ..Default::default()
+    };
+    assert!(m.new_session(huge).is_err());
+    let s = m
+        .new_session(SessionOptions {
+            n_ctx: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(s.n_ctx(), 256, "0 means the training context");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hyperparameter and tensor checks
+
+/// A synthetic llama with one metadata entry replaced (or removed with `None`).
+fn with_kv(key: &str, value: Option<Value>) -> Result<Arc<Model>> {
+    let (bytes, _) = synth(LLAMA, 1);
+    let src: &[u8] = &bytes;
+    let g = Gguf::read(src).unwrap();
+    let mut w = GgufWriter::new();
+    let mut seen = false;
+    for (k, v) in g.metadata.iter() {
+        if k == key {
+            seen = true;
+            if let Some(v) = &value {
+                w.kv(k, v.clone());
+            }
+        } else {
+            w.kv(k, v.clone());
+        }
+    }
+    if !seen && let Some(v) = value {
+        w.kv(key, v);
+    }
+    for t in &g.tensors {
+        let mut data = vec![0u8; t.size as usize];
+        src.read_exact_at(g.tensor_data_offset(t), &mut data)
+            .unwrap();
+        w.tensor(t.name.clone(), &t.dims, t.ty, data).unwrap();
+    }
+    load(w.to_bytes())
+}
+
+fn invalid(r: Result<Arc<Model>>, needle: &str) {
+    match r {
+        Err(Error::InvalidModel(msg)) => assert!(msg.contains(needle), "{msg:?} lacks {needle:?}"),
+        Err(e) => panic!("expected InvalidModel({needle}), got {e:?}"),
+        Ok(_) => panic!("expected InvalidModel({needle}), got a model"),
+    }
+}
+
+#[test]
+fn hparams_are_checked() {
+    assert!(with_kv("llama.block_count", None).is_err());
+    invalid(with_kv("llama.block_count", None), "llama.block_count");
+    invalid(
+        with_kv("llama.embedding_length", Some(Value::U32(0))),
+        "embedding_length",
+    );
+    invalid(
+        with_kv("llama.attention.head_count", Some(Value::U32(0))),
+        "head_count",
+    );
+    invalid(
+        with_kv("llama.attention.head_count_kv", Some(Value::U32(3))),
+        "not a multiple",
+    );
+    invalid(
+        with_kv("llama.block_count", Some(Value::U32(100_000))),
+        "block_count",
+    );
+    invalid(
+        with_kv(
+            "llama.attention.layer_norm_rms_epsilon",
+            Some(Value::F32(f32::NAN)),
+        ),
+        "epsilon",
+    );
+    invalid(
+        with_kv("llama.rope.freq_base", Some(Value::F32(-1.0))),
+        "freq_base",
+    );
+    invalid(
+        with_kv("llama.rope.dimension_count", Some(Value::U32(7))),
+        "dimension_count",
+    );
+    invalid(
+        with_kv("llama.embedding_length", Some(Value::String("x".into()))),
+        "embedding_length",
+    );
+    // Shapes that contradict the hyperparameters.
+    invalid(
+        with_kv("llama.feed_forward_length", Some(Value::U32(128))),
+        "ffn_gate",
+    );
+    invalid(
+        with_kv("llama.attention.key_length", Some(Value::U32(8))),
+        "attn_q",
+    );
+    invalid(
+        with_kv("llama.vocab_size", Some(Value::U32(41))),
+        "token_embd",
+    );
+    match with_kv("general.architecture", Some(Value::String("mamba9".into()))) {
+        Err(Error::Unsupported(msg)) => assert!(msg.contains("mamba9"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hparams_of_gemma3() {
+    let m = load(synth(GEMMA3, 1).0).unwrap();
+    let hp = m.hparams();
+    assert_eq!(hp.rope_type, RopeType::Neox);
+    assert_eq!(hp.n_swa, 4);
+    let pattern: Vec<bool> = (0..7).map(|il| hp.is_swa(il)).collect();
+    assert_eq!(pattern, [true, true, true, true, true, false, true]);
+    assert_eq!(hp.rope_freq_base_swa, 10_000.0);
+    assert_eq!(hp.attn_scale, 1.0 / (32f32).sqrt());
+    assert_eq!(hp.final_softcap, None);
+}
+
+#[test]
+fn tied_output_uses_the_embedding() {
+    let (bytes, mut t) = synth(LLAMA, 4);
+    let src: &[u8] = &bytes;
+    let g = Gguf::read(src).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in g.metadata.iter() {
+        w.kv(k, v.clone());
+    }
+    for ti in g.tensors.iter().filter(|t| t.name != "output.weight") {
+        let mut data = vec![0u8; ti.size as usize];
+        src.read_exact_at(g.tensor_data_offset(ti), &mut data)
+            .unwrap();
+        w.tensor(ti.name.clone(), &ti.dims, ti.ty, data).unwrap();
+    }
+    let m = load(w.to_bytes()).unwrap();
+    let emb = t.get("token_embd.weight").to_vec();
+    t.0.iter_mut().find(|x| x.0 == "output.weight").unwrap().2 = emb;
+    let worst = max_rel_err(&m, LLAMA, &t);
+    assert!(worst < 2e-2, "relative error {worst}");
+}
