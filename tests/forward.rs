@@ -15,10 +15,13 @@ use serde::Deserialize;
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
-/// Where the test models are (one place, to be routed through the project's model cache later).
-fn model_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CHORD_MODELS_DIR").unwrap_or_else(|| "/work/models".into());
-    PathBuf::from(dir).join(name)
+/// The test models, fetched through `chord pull`'s code on first use and cached.
+fn model_path(file: &str) -> PathBuf {
+    match file {
+        SMOLLM2 => chord_tests::model("smollm2-135m-instruct"),
+        GEMMA3 => chord_tests::model("gemma3-270m"),
+        other => panic!("no known model for {other}"),
+    }
 }
 
 fn load(name: &str) -> Arc<Model> {
