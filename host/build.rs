@@ -56,7 +56,9 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET");
+        .env_remove("CARGO_BUILD_TARGET")
+        // Under `cargo clippy` this names clippy-driver; the component is built, not linted, here.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo to build the engine component: {e}"));

@@ -1,7 +1,5 @@
 //! The host library's one error type.
 
-use std::path::PathBuf;
-
 /// Everything the host library can fail with. `Display` is one line, fit for `chord: error: …`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,14 +42,6 @@ pub enum Error {
     /// wasmtime could not compile or instantiate the engine component.
     #[error("wasmtime: {0}")]
     Wasmtime(String),
-    /// A file-system operation of the host (the compiled-code cache) failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
 }
 
 impl Error {

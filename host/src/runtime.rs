@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{self, wit_llm};
@@ -120,7 +120,43 @@ pub struct Ctx {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
     pub(crate) blobs: Arc<BlobStore>,
-    limits: StoreLimits,
+    limits: GuestLimits,
+}
+
+/// Caps the guest's linear memory and records how large it grew.
+struct GuestLimits {
+    memory_limit: usize,
+    memory_peak: usize,
+    /// Whether a growth was refused: a trap after that is most likely the guest running out of
+    /// memory in an allocation it could not handle (e.g. the canonical ABI's `cabi_realloc`).
+    refused: bool,
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Refusing makes `memory.grow` return -1: the guest's allocator reports failure, which the
+        // engine's fallible allocations turn into an `out-of-memory` error.
+        if desired > self.memory_limit {
+            self.refused = true;
+            return Ok(false);
+        }
+        self.memory_peak = self.memory_peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for Ctx {
@@ -234,7 +270,11 @@ impl Runtime {
             table: ResourceTable::new(),
             wasi,
             blobs: blobs.clone(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_limit).build(),
+            limits: GuestLimits {
+                memory_limit,
+                memory_peak: 0,
+                refused: false,
+            },
         };
         let mut store = Store::new(&engine, ctx);
         store.limiter(|c| &mut c.limits);
@@ -283,6 +323,11 @@ impl Runtime {
     /// The store's counters.
     pub fn store_stats(&self) -> StoreStats {
         self.blobs.stats()
+    }
+
+    /// The largest size the guest's linear memory has had, in bytes.
+    pub fn guest_memory_peak(&self) -> u64 {
+        self.store.data().limits.memory_peak as u64
     }
 
     /// Loads the GGUF at `path`: the file is registered in the store under the path as given, and
@@ -437,7 +482,17 @@ impl Runtime {
             Ok(Err(e)) => Err(from_wit_error(e)),
             Err(e) => {
                 self.stopped = true;
-                Err(from_trap(e))
+                let limits = &self.store.data().limits;
+                Err(match from_trap(e) {
+                    Error::Trap { message, detail } if limits.refused => Error::Trap {
+                        message: format!(
+                            "{message} after its memory reached the {} MiB limit (raise the guest memory limit)",
+                            limits.memory_limit >> 20
+                        ),
+                        detail,
+                    },
+                    e => e,
+                })
             }
         }
     }

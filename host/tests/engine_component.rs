@@ -409,3 +409,29 @@ fn interrupt_stops_calls() {
         "no load was interrupted (a load takes {load:?}); is epoch interruption on?"
     );
 }
+
+#[test]
+fn guest_memory_is_capped() {
+    let path = model_path(GEMMA3);
+    let mut rt = runtime();
+    rt.load_model(&path, &LoadOptions::default()).unwrap();
+    let peak = rt.guest_memory_peak();
+    assert!(
+        peak > 8 << 20,
+        "Gemma 3's vocabulary needs more than {peak} bytes?"
+    );
+
+    // Under a cap below what the load needs, the load fails inside the guest instead of growing.
+    let mut rt = Runtime::new(RuntimeOptions {
+        memory_limit: peak / 2,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let e = rt.load_model(&path, &LoadOptions::default()).unwrap_err();
+    println!("Gemma 3 load: guest memory peak {peak} bytes; under a cap of half that: {e}");
+    assert!(
+        matches!(e, Error::OutOfMemory(_) | Error::Trap { .. }),
+        "{e}"
+    );
+    assert!(rt.guest_memory_peak() <= peak / 2);
+}
