@@ -107,6 +107,10 @@ struct Model {
     /// Kept for the forward pass (weights are read through it); only the header is read today.
     #[allow(dead_code)]
     source: Rc<StoreSource>,
+    /// Devices the host's compute import offered at load. The engine has no device path yet and
+    /// computes with its own kernels whatever is offered; this is where it will choose.
+    #[allow(dead_code)]
+    devices: Vec<chord::compute::compute::DeviceInfo>,
     /// Context length sessions get.
     context_length: u32,
     /// The load options, validated.
@@ -140,6 +144,7 @@ impl Model {
             hyperparameters,
             special_tokens,
             source,
+            devices: chord::compute::compute::devices(),
             context_length,
             options,
         })
