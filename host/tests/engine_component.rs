@@ -38,12 +38,11 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A runtime whose compiled code is cached in a directory shared by this test binary's tests.
+/// A runtime whose compiled code is cached in one directory shared by every run of these tests
+/// (files are named by content hash and replaced atomically, so runs never disturb each other).
 fn runtime() -> Runtime {
-    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let cache = CACHE.get_or_init(|| temp_dir("shared-cache")).clone();
     Runtime::new(RuntimeOptions {
-        cache_dir: Some(cache),
+        cache_dir: Some(std::env::temp_dir().join("chord-host-test-cache")),
         ..RuntimeOptions::default()
     })
     .unwrap()
@@ -294,6 +293,7 @@ fn bad_files_are_errors_not_traps() {
     // None of that hurt the instance: a good model still loads in the same runtime.
     let model = rt.load_model(&good, &opts).unwrap();
     assert_eq!(rt.model_info(&model).unwrap().architecture, "llama");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -361,6 +361,7 @@ fn compiled_code_is_cached() {
     .unwrap();
     assert_eq!(uncached.start_info().code, CodeSource::Compiled);
     assert_eq!(uncached.start_info().cache_file, None);
+    std::fs::remove_dir_all(&cache).unwrap();
 }
 
 #[test]
