@@ -3,8 +3,10 @@
 pub mod bindings;
 pub mod compute;
 pub mod error;
+pub mod pull;
 pub mod runtime;
 pub mod store;
+pub mod synth;
 
 pub use error::{Error, Result};
 pub use runtime::{LoadOptions, ModelHandle, Runtime, RuntimeOptions};

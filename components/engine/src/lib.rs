@@ -4,10 +4,15 @@
 //! natively — for tests, benches and the host — and for `wasm32-wasip2`, where one thin module of
 //! WIT glue turns it into the engine component.
 
+pub mod chat;
 pub mod error;
 pub mod gguf;
 pub mod info;
 pub mod quant;
+pub mod sample;
+pub mod stop;
+
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 

@@ -240,7 +240,7 @@ impl<'a, S: ByteSource + ?Sized> Reader<'a, S> {
             .is_none_or(|need| need > self.remaining())
         {
             return Err(Error::InvalidModel(format!(
-                "{what} {count} is impossible: only {} bytes remain at offset {}",
+                "{what} {count} is impossible: only {} bytes remain at offset {} (truncated or corrupt file)",
                 self.remaining(),
                 self.pos
             )));

@@ -1,0 +1,385 @@
+//! The float types F32, F16 and BF16 as one-value "blocks", so they share the quant API.
+//! Their dot products pair with themselves, as in llama.cpp (`vec_dot_type` F32/F16/BF16).
+
+use super::util::{Pod, bf16_to_f32, f32_to_bf16, f32_to_fp16, fp16_to_f32};
+use super::{GgmlType, QuantBlock};
+
+/// One f32 (little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockF32(pub [u8; 4]);
+const _: () = assert!(std::mem::size_of::<BlockF32>() == 4);
+
+/// One IEEE half (little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockF16(pub [u8; 2]);
+const _: () = assert!(std::mem::size_of::<BlockF16>() == 2);
+
+/// One bfloat16 (little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockBF16(pub [u8; 2]);
+const _: () = assert!(std::mem::size_of::<BlockBF16>() == 2);
+
+// SAFETY: byte arrays only.
+unsafe impl Pod for BlockF32 {}
+// SAFETY: byte arrays only.
+unsafe impl Pod for BlockF16 {}
+// SAFETY: byte arrays only.
+unsafe impl Pod for BlockBF16 {}
+impl super::sealed::Sealed for BlockF32 {}
+impl super::sealed::Sealed for BlockF16 {}
+impl super::sealed::Sealed for BlockBF16 {}
+
+impl BlockF32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        f32::from_le_bytes(self.0)
+    }
+}
+impl BlockF16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        fp16_to_f32(u16::from_le_bytes(self.0))
+    }
+}
+impl BlockBF16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        bf16_to_f32(u16::from_le_bytes(self.0))
+    }
+}
+
+impl QuantBlock for BlockF32 {
+    const TYPE: GgmlType = GgmlType::F32;
+    const BLOCK_SIZE: usize = 1;
+    type VecDot = BlockF32;
+
+    fn dequantize(blocks: &[Self], dst: &mut [f32]) {
+        for (d, b) in dst.iter_mut().zip(blocks) {
+            *d = b.get();
+        }
+    }
+
+    fn quantize(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = BlockF32(s.to_le_bytes());
+        }
+    }
+
+    fn vec_dot(w: &[Self], a: &[Self]) -> f32 {
+        scalar::f32(w, a)
+    }
+}
+
+impl QuantBlock for BlockF16 {
+    const TYPE: GgmlType = GgmlType::F16;
+    const BLOCK_SIZE: usize = 1;
+    type VecDot = BlockF16;
+
+    fn dequantize(blocks: &[Self], dst: &mut [f32]) {
+        for (d, b) in dst.iter_mut().zip(blocks) {
+            *d = b.get();
+        }
+    }
+
+    /// `ggml_cpu_fp32_to_fp16`: round to nearest even.
+    fn quantize(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = BlockF16(f32_to_fp16(s).to_le_bytes());
+        }
+    }
+
+    fn vec_dot(w: &[Self], a: &[Self]) -> f32 {
+        scalar::f16(w, a)
+    }
+}
+
+impl QuantBlock for BlockBF16 {
+    const TYPE: GgmlType = GgmlType::BF16;
+    const BLOCK_SIZE: usize = 1;
+    type VecDot = BlockBF16;
+
+    fn dequantize(blocks: &[Self], dst: &mut [f32]) {
+        for (d, b) in dst.iter_mut().zip(blocks) {
+            *d = b.get();
+        }
+    }
+
+    /// `ggml_cpu_fp32_to_bf16`: round to nearest even, NaNs quiet.
+    fn quantize(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = BlockBF16(f32_to_bf16(s).to_le_bytes());
+        }
+    }
+
+    fn vec_dot(w: &[Self], a: &[Self]) -> f32 {
+        scalar::bf16(w, a)
+    }
+}
+
+/// Scalar references: the non-SIMD branches of `ggml_vec_dot_f32/f16/bf16` (ggml-cpu/vec.cpp),
+/// which accumulate in f64 (`ggml_float`).
+pub(crate) mod scalar {
+    use super::{BlockBF16, BlockF16, BlockF32};
+
+    pub fn f32(x: &[BlockF32], y: &[BlockF32]) -> f32 {
+        let mut sumf = 0.0f64;
+        for (a, b) in x.iter().zip(y) {
+            sumf += (a.get() * b.get()) as f64;
+        }
+        sumf as f32
+    }
+
+    pub fn f16(x: &[BlockF16], y: &[BlockF16]) -> f32 {
+        let mut sumf = 0.0f64;
+        for (a, b) in x.iter().zip(y) {
+            sumf += (a.get() * b.get()) as f64;
+        }
+        sumf as f32
+    }
+
+    pub fn bf16(x: &[BlockBF16], y: &[BlockBF16]) -> f32 {
+        let mut sumf = 0.0f64;
+        for (a, b) in x.iter().zip(y) {
+            sumf += (a.get() * b.get()) as f64;
+        }
+        sumf as f32
+    }
+}
+
+/// AVX2 ports of the `GGML_SIMD` branches of `ggml_vec_dot_f32/f16/bf16` (ggml-cpu/vec.cpp):
+/// four 8-lane accumulators over steps of 32 values, then the leftovers one by one.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::super::x86::{hsum_float_8, load128};
+    use super::{BlockBF16, BlockF16, BlockF32};
+    use core::arch::x86_64::*;
+
+    /// `GGML_F32x8_REDUCE` of four accumulators (hadd-based, as in simd-mappings.h).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn reduce4(s: [__m256; 4]) -> f32 {
+        let a = _mm256_add_ps(s[0], s[2]);
+        let b = _mm256_add_ps(s[1], s[3]);
+        let x = _mm256_add_ps(a, b);
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+    }
+
+    pub mod f32 {
+        use super::*;
+
+        /// Port of `ggml_vec_dot_f32` (AVX path).
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn vec_dot(x: &[BlockF32], y: &[BlockF32]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !31;
+            let (xp, yp) = (x.as_ptr().cast::<f32>(), y.as_ptr().cast::<f32>());
+            let mut sum = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i < np {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: i + 8j + 8 <= np <= n values in both slices; loadu is unaligned.
+                    let (ax, ay) = unsafe {
+                        (
+                            _mm256_loadu_ps(xp.add(i + 8 * j)),
+                            _mm256_loadu_ps(yp.add(i + 8 * j)),
+                        )
+                    };
+                    *s = _mm256_fmadd_ps(ax, ay, *s);
+                }
+                i += 32;
+            }
+            let mut sumf = reduce4(sum);
+            for k in np..n {
+                sumf += x[k].get() * y[k].get();
+            }
+            sumf
+        }
+    }
+
+    pub mod f16 {
+        use super::*;
+
+        /// Port of `ggml_vec_dot_f16` (AVX2 + F16C path; the sum is kept in f64 after the reduce).
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn vec_dot(x: &[BlockF16], y: &[BlockF16]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !31;
+            let mut sum = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i < np {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: 8 halves = 16 bytes at i + 8j, within the first np values.
+                    let (hx, hy) = unsafe {
+                        (
+                            load128(x.as_ptr().add(i + 8 * j)),
+                            load128(y.as_ptr().add(i + 8 * j)),
+                        )
+                    };
+                    *s = _mm256_fmadd_ps(_mm256_cvtph_ps(hx), _mm256_cvtph_ps(hy), *s);
+                }
+                i += 32;
+            }
+            let mut sumf = reduce4(sum) as f64;
+            for k in np..n {
+                sumf += (x[k].get() * y[k].get()) as f64;
+            }
+            sumf as f32
+        }
+    }
+
+    pub mod bf16 {
+        use super::*;
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn load(p: &[BlockBF16]) -> __m256 {
+            // SAFETY: callers pass at least 8 values (16 bytes).
+            let h = unsafe { load128(p.as_ptr()) };
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+        }
+
+        /// Port of `ggml_vec_dot_bf16` (AVX2 path: separate multiply and add, f64 leftovers).
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn vec_dot(x: &[BlockBF16], y: &[BlockBF16]) -> f32 {
+            let n = x.len().min(y.len());
+            let mut c = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (j, cj) in c.iter_mut().enumerate() {
+                    let o = i + 8 * j;
+                    *cj = _mm256_add_ps(_mm256_mul_ps(load(&x[o..o + 8]), load(&y[o..o + 8])), *cj);
+                }
+                i += 32;
+            }
+            let c1 = _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[1], c[3]));
+            let mut sumf = hsum_float_8(c1) as f64;
+            for k in i..n {
+                sumf += (x[k].get() * y[k].get()) as f64;
+            }
+            sumf as f32
+        }
+    }
+}
+
+/// SIMD128 versions of the float dot products: four 4-lane accumulators.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod simd128 {
+    use super::{BlockBF16, BlockF16, BlockF32};
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    fn hsum(v: v128) -> f32 {
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
+    }
+
+    pub mod f32 {
+        use super::*;
+
+        /// SIMD128 f32 dot product (llama.cpp's `GGML_F32x4` path of `ggml_vec_dot_f32`).
+        pub fn vec_dot(x: &[BlockF32], y: &[BlockF32]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !15;
+            let mut sum = [f32x4_splat(0.0); 4];
+            let mut i = 0;
+            while i < np {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: 4 values at i + 4j < np are in bounds of both slices.
+                    let (a, b) = unsafe {
+                        (
+                            v128_load(x.as_ptr().add(i + 4 * j).cast()),
+                            v128_load(y.as_ptr().add(i + 4 * j).cast()),
+                        )
+                    };
+                    *s = f32x4_add(*s, f32x4_mul(a, b));
+                }
+                i += 16;
+            }
+            let mut sumf = hsum(f32x4_add(
+                f32x4_add(sum[0], sum[2]),
+                f32x4_add(sum[1], sum[3]),
+            ));
+            for k in np..n {
+                sumf += x[k].get() * y[k].get();
+            }
+            sumf
+        }
+    }
+
+    pub mod f16 {
+        use super::*;
+
+        /// SIMD128 f16 dot product: halves widened one by one (wasm has no half conversion),
+        /// products accumulated in four f32 lanes.
+        pub fn vec_dot(x: &[BlockF16], y: &[BlockF16]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !3;
+            let mut acc = f32x4_splat(0.0);
+            let mut i = 0;
+            while i < np {
+                let a = f32x4(x[i].get(), x[i + 1].get(), x[i + 2].get(), x[i + 3].get());
+                let b = f32x4(y[i].get(), y[i + 1].get(), y[i + 2].get(), y[i + 3].get());
+                acc = f32x4_add(acc, f32x4_mul(a, b));
+                i += 4;
+            }
+            let mut sumf = hsum(acc) as f64;
+            for k in np..n {
+                sumf += (x[k].get() * y[k].get()) as f64;
+            }
+            sumf as f32
+        }
+    }
+
+    pub mod bf16 {
+        use super::*;
+
+        /// SIMD128 bf16 dot product: 8 values per step, widened by shifting into the f32 high half.
+        pub fn vec_dot(x: &[BlockBF16], y: &[BlockBF16]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !7;
+            let (mut c1, mut c2) = (f32x4_splat(0.0), f32x4_splat(0.0));
+            let mut i = 0;
+            while i < np {
+                // SAFETY: 8 values (16 bytes) at i < np are in bounds.
+                let (a, b) = unsafe {
+                    (
+                        v128_load(x.as_ptr().add(i).cast()),
+                        v128_load(y.as_ptr().add(i).cast()),
+                    )
+                };
+                let (alo, ahi) = (
+                    i32x4_shl(u32x4_extend_low_u16x8(a), 16),
+                    i32x4_shl(u32x4_extend_high_u16x8(a), 16),
+                );
+                let (blo, bhi) = (
+                    i32x4_shl(u32x4_extend_low_u16x8(b), 16),
+                    i32x4_shl(u32x4_extend_high_u16x8(b), 16),
+                );
+                c1 = f32x4_add(c1, f32x4_mul(alo, blo));
+                c2 = f32x4_add(c2, f32x4_mul(ahi, bhi));
+                i += 8;
+            }
+            let mut sumf = hsum(f32x4_add(c1, c2)) as f64;
+            for k in np..n {
+                sumf += (x[k].get() * y[k].get()) as f64;
+            }
+            sumf as f32
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Q4_1: blocks of 32 values, `x = d * q + m` with 4-bit `q`, f16 scale `d` and f16 min `m`.
+
+use super::util::{Pod, f16_le, f16_to_le};
+use super::{BlockQ8_1, GgmlType, QuantBlock};
+
+/// ggml's `block_q4_1`: f16 scale, f16 min, 16 bytes of nibbles (value j low, j+16 high).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ4_1 {
+    /// Scale (f16).
+    pub d: [u8; 2],
+    /// Minimum (f16).
+    pub m: [u8; 2],
+    /// Quants, two per byte.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+// SAFETY: byte arrays only.
+unsafe impl Pod for BlockQ4_1 {}
+impl super::sealed::Sealed for BlockQ4_1 {}
+
+impl QuantBlock for BlockQ4_1 {
+    const TYPE: GgmlType = GgmlType::Q4_1;
+    const BLOCK_SIZE: usize = 32;
+    type VecDot = BlockQ8_1;
+
+    fn dequantize(blocks: &[Self], dst: &mut [f32]) {
+        scalar::dequantize(blocks, dst)
+    }
+    fn quantize(src: &[f32], dst: &mut [Self]) {
+        scalar::quantize(src, dst)
+    }
+    fn vec_dot(w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        scalar::vec_dot(w, a)
+    }
+}
+
+pub(crate) mod scalar {
+    use super::*;
+
+    /// Port of `dequantize_row_q4_1` (ggml-quants.c).
+    pub fn dequantize(x: &[BlockQ4_1], y: &mut [f32]) {
+        for (b, y) in x.iter().zip(y.chunks_exact_mut(32)) {
+            let d = f16_le(b.d);
+            let m = f16_le(b.m);
+            for j in 0..16 {
+                let x0 = (b.qs[j] & 0x0F) as i32;
+                let x1 = (b.qs[j] >> 4) as i32;
+                y[j] = x0 as f32 * d + m;
+                y[j + 16] = x1 as f32 * d + m;
+            }
+        }
+    }
+
+    /// Port of `quantize_row_q4_1_ref` (ggml-quants.c).
+    pub fn quantize(x: &[f32], y: &mut [BlockQ4_1]) {
+        for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+            let mut min = f32::MAX;
+            let mut max = -f32::MAX;
+            for &v in x {
+                if v < min {
+                    min = v;
+                }
+                if v > max {
+                    max = v;
+                }
+            }
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f16_to_le(d);
+            b.m = f16_to_le(min);
+            for j in 0..16 {
+                let x0 = (x[j] - min) * id;
+                let x1 = (x[16 + j] - min) * id;
+                let xi0 = ((x0 + 0.5) as i8).min(15) as u8;
+                let xi1 = ((x1 + 0.5) as i8).min(15) as u8;
+                b.qs[j] = xi0 | (xi1 << 4);
+            }
+        }
+    }
+
+    /// Port of `ggml_vec_dot_q4_1_q8_1_generic` (ggml-cpu/quants.c).
+    pub fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let mut sumi0 = 0i32;
+            let mut sumi1 = 0i32;
+            for j in 0..16 {
+                let v0 = (xb.qs[j] & 0x0F) as i32;
+                let v1 = (xb.qs[j] >> 4) as i32;
+                sumi0 += v0 * yb.qs[j] as i32;
+                sumi1 += v1 * yb.qs[j + 16] as i32;
+            }
+            let sumi = sumi0 + sumi1;
+            sumf += (f16_le(xb.d) * f16_le(yb.d)) * sumi as f32 + f16_le(xb.m) * f16_le(yb.s);
+        }
+        sumf
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::super::x86::*;
+    use super::*;
+    use core::arch::x86_64::*;
+
+    /// Port of `ggml_vec_dot_q4_1_q8_1` (ggml-cpu/arch/x86/quants.c, AVX2 branch).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let d0 = f16_le(xb.d);
+            let d1 = f16_le(yb.d);
+            summs = f16_le(xb.m).mul_add(f16_le(yb.s), summs);
+            let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1));
+            let qx = bytes_from_nibbles_32(&xb.qs);
+            // SAFETY: `qs` is 32 bytes.
+            let qy = unsafe { load256(yb.qs.as_ptr()) };
+            let xy = mul_sum_us8_pairs_float(qx, qy);
+            acc = _mm256_fmadd_ps(d0d1, xy, acc);
+        }
+        hsum_float_8(acc) + summs
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod simd128 {
+    use super::super::wasm::*;
+    use super::*;
+    use core::arch::wasm32::*;
+
+    /// Port of `ggml_vec_dot_q4_1_q8_1` (ggml-cpu/arch/wasm/quants.c).
+    pub fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+        let m4 = i8x16_splat(0x0F);
+        let mut acc = f32x4_splat(0.0);
+        let mut summs = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            summs += f16_le(xb.m) * f16_le(yb.s);
+            // SAFETY: `qs` of Q4_1 is 16 bytes, `qs` of Q8_1 is 32 bytes.
+            let (raw, y0, y1) = unsafe {
+                (
+                    load(xb.qs.as_ptr()),
+                    load(yb.qs.as_ptr()),
+                    load(yb.qs.as_ptr().add(16)),
+                )
+            };
+            // Nibbles are < 16, so treating them as signed bytes is exact.
+            let lo = v128_and(raw, m4);
+            let hi = u8x16_shr(raw, 4);
+            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
+            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
+            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+        }
+        hsum_f32x4(acc) + summs
+    }
+}

@@ -1,0 +1,170 @@
+//! Q5_0: blocks of 32 values, `x = d * (q - 16)` with 5-bit `q` (low nibbles in `qs`, fifth bits
+//! in `qh`) and an f16 scale.
+
+use super::util::{Pod, f16_le, f16_to_le};
+use super::{BlockQ8_0, GgmlType, QuantBlock};
+
+/// ggml's `block_q5_0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ5_0 {
+    /// Scale (f16).
+    pub d: [u8; 2],
+    /// Fifth bit of each quant (bit j = value j), little-endian u32.
+    pub qh: [u8; 4],
+    /// Low nibbles (value j low, j+16 high).
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+// SAFETY: byte arrays only.
+unsafe impl Pod for BlockQ5_0 {}
+impl super::sealed::Sealed for BlockQ5_0 {}
+
+impl QuantBlock for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    const BLOCK_SIZE: usize = 32;
+    type VecDot = BlockQ8_0;
+
+    fn dequantize(blocks: &[Self], dst: &mut [f32]) {
+        scalar::dequantize(blocks, dst)
+    }
+    fn quantize(src: &[f32], dst: &mut [Self]) {
+        scalar::quantize(src, dst)
+    }
+    fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        scalar::vec_dot(w, a)
+    }
+}
+
+pub(crate) mod scalar {
+    use super::*;
+
+    /// Port of `dequantize_row_q5_0` (ggml-quants.c).
+    pub fn dequantize(x: &[BlockQ5_0], y: &mut [f32]) {
+        for (b, y) in x.iter().zip(y.chunks_exact_mut(32)) {
+            let d = f16_le(b.d);
+            let qh = u32::from_le_bytes(b.qh);
+            for j in 0..16 {
+                let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
+                let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
+                let x0 = ((b.qs[j] & 0x0F) | xh_0) as i32 - 16;
+                let x1 = ((b.qs[j] >> 4) | xh_1) as i32 - 16;
+                y[j] = x0 as f32 * d;
+                y[j + 16] = x1 as f32 * d;
+            }
+        }
+    }
+
+    /// Port of `quantize_row_q5_0_ref` (ggml-quants.c).
+    pub fn quantize(x: &[f32], y: &mut [BlockQ5_0]) {
+        for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+            let mut amax = 0.0f32;
+            let mut max = 0.0f32;
+            for &v in x {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -16.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f16_to_le(d);
+            let mut qh = 0u32;
+            for j in 0..16 {
+                let x0 = x[j] * id;
+                let x1 = x[16 + j] * id;
+                let xi0 = ((x0 + 16.5) as i8).min(31) as u8;
+                let xi1 = ((x1 + 16.5) as i8).min(31) as u8;
+                b.qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+                qh |= (((xi0 & 0x10) >> 4) as u32) << j;
+                qh |= (((xi1 & 0x10) >> 4) as u32) << (j + 16);
+            }
+            b.qh = qh.to_le_bytes();
+        }
+    }
+
+    /// Port of `ggml_vec_dot_q5_0_q8_0_generic` (ggml-cpu/quants.c).
+    pub fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let qh = u32::from_le_bytes(xb.qh);
+            let mut sumi0 = 0i32;
+            let mut sumi1 = 0i32;
+            for j in 0..16 {
+                let xh_0 = (((qh & (1 << j)) >> j) << 4) as u8;
+                let xh_1 = ((qh & (1 << (j + 16))) >> (j + 12)) as u8;
+                let x0 = (((xb.qs[j] & 0x0F) | xh_0) as i32) - 16;
+                let x1 = (((xb.qs[j] >> 4) | xh_1) as i32) - 16;
+                sumi0 += x0 * yb.qs[j] as i32;
+                sumi1 += x1 * yb.qs[j + 16] as i32;
+            }
+            let sumi = sumi0 + sumi1;
+            sumf += (f16_le(xb.d) * f16_le(yb.d)) * sumi as f32;
+        }
+        sumf
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::super::x86::*;
+    use super::*;
+    use core::arch::x86_64::*;
+
+    /// Port of `ggml_vec_dot_q5_0_q8_0` (ggml-cpu/arch/x86/quants.c, AVX2 branch).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (xb, yb) in x.iter().zip(y) {
+            let d = _mm256_set1_ps(f16_le(xb.d) * f16_le(yb.d));
+            let mut qx = bytes_from_nibbles_32(&xb.qs);
+            let mut bxhi = bytes_from_bits_32(&xb.qh);
+            // Where the fifth bit is clear the value is q - 16 < 0: set the high nibble to 0xF0.
+            bxhi = _mm256_andnot_si256(bxhi, _mm256_set1_epi8(0xF0u8 as i8));
+            qx = _mm256_or_si256(qx, bxhi);
+            // SAFETY: `qs` is 32 bytes.
+            let qy = unsafe { load256(yb.qs.as_ptr()) };
+            let q = mul_sum_i8_pairs_float(qx, qy);
+            acc = _mm256_fmadd_ps(d, q, acc);
+        }
+        hsum_float_8(acc)
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod simd128 {
+    use super::super::wasm::*;
+    use super::*;
+    use core::arch::wasm32::*;
+
+    /// SIMD128 Q5_0 x Q8_0 (after `ggml_vec_dot_q5_0_q8_0`, ggml-cpu/arch/wasm/quants.c, with
+    /// the bit expansion done by comparison instead of lookup tables).
+    pub fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+        let m4 = i8x16_splat(0x0F);
+        let hi_nib = i8x16_splat(0xF0u8 as i8);
+        let mut acc = f32x4_splat(0.0);
+        for (xb, yb) in x.iter().zip(y) {
+            let qh = u32::from_le_bytes(xb.qh);
+            // Bytes with the fifth bit clear get 0xF0 (i.e. q - 16 in two's complement).
+            let h0 = v128_andnot(hi_nib, bits_to_bytes16(qh as u16));
+            let h1 = v128_andnot(hi_nib, bits_to_bytes16((qh >> 16) as u16));
+            // SAFETY: `qs` of Q5_0 is 16 bytes, `qs` of Q8_0 is 32 bytes.
+            let (raw, y0, y1) = unsafe {
+                (
+                    load(xb.qs.as_ptr()),
+                    load(yb.qs.as_ptr()),
+                    load(yb.qs.as_ptr().add(16)),
+                )
+            };
+            let lo = v128_or(v128_and(raw, m4), h0);
+            let hi = v128_or(u8x16_shr(raw, 4), h1);
+            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
+            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
+            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+        }
+        hsum_f32x4(acc)
+    }
+}

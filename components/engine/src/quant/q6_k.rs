@@ -1,0 +1,317 @@
+//! Q6_K: super-blocks of 256 values in 16 groups of 16, `x = d * sc * (q - 32)` with 6-bit `q`
+//! and 8-bit signed group scales `sc`.
+
+use super::k_common::{GROUP_MAX_EPS, make_qx_quants};
+use super::util::{Pod, f16_le, f16_to_le, nearest_int};
+use super::{BlockQ8_K, GgmlType, QK_K, QuantBlock};
+
+/// ggml's `block_q6_K`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ6_K {
+    /// Low 4 bits of the quants.
+    pub ql: [u8; QK_K / 2],
+    /// High 2 bits of the quants.
+    pub qh: [u8; QK_K / 4],
+    /// Group scales.
+    pub scales: [i8; QK_K / 16],
+    /// Super-block scale (f16).
+    pub d: [u8; 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6_K>() == 210);
+// SAFETY: byte arrays only.
+unsafe impl Pod for BlockQ6_K {}
+impl super::sealed::Sealed for BlockQ6_K {}
+
+impl Default for BlockQ6_K {
+    fn default() -> Self {
+        BlockQ6_K {
+            ql: [0; QK_K / 2],
+            qh: [0; QK_K / 4],
+            scales: [0; QK_K / 16],
+            d: [0; 2],
+        }
+    }
+}
+
+impl QuantBlock for BlockQ6_K {
+    const TYPE: GgmlType = GgmlType::Q6_K;
+    const BLOCK_SIZE: usize = QK_K;
+    type VecDot = BlockQ8_K;
+
+    fn dequantize(blocks: &[Self], dst: &mut [f32]) {
+        scalar::dequantize(blocks, dst)
+    }
+    fn quantize(src: &[f32], dst: &mut [Self]) {
+        scalar::quantize(src, dst)
+    }
+    fn vec_dot(w: &[Self], a: &[BlockQ8_K]) -> f32 {
+        scalar::vec_dot(w, a)
+    }
+}
+
+pub(crate) mod scalar {
+    use super::*;
+
+    /// The 256 signed quants (`q - 32`) of a block, in value order.
+    #[inline(always)]
+    pub(crate) fn unpack(b: &BlockQ6_K, a: &mut [i8; QK_K]) {
+        for n in 0..2 {
+            let ql = &b.ql[64 * n..64 * n + 64];
+            let qh = &b.qh[32 * n..32 * n + 32];
+            let a = &mut a[128 * n..128 * n + 128];
+            for l in 0..32 {
+                a[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                a[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                a[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                a[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+        }
+    }
+
+    /// Port of `dequantize_row_q6_K` (ggml-quants.c).
+    pub fn dequantize(x: &[BlockQ6_K], y: &mut [f32]) {
+        let mut a = [0i8; QK_K];
+        for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+            let d = f16_le(b.d);
+            unpack(b, &mut a);
+            for (i, (yi, &q)) in y.iter_mut().zip(&a).enumerate() {
+                *yi = d * b.scales[i / 16] as f32 * q as f32;
+            }
+        }
+    }
+
+    /// Port of `quantize_row_q6_K_ref` (ggml-quants.c).
+    pub fn quantize(x: &[f32], y: &mut [BlockQ6_K]) {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; QK_K / 16];
+        for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+            let mut max_scale = 0.0f32;
+            let mut max_abs_scale = 0.0f32;
+            for ib in 0..QK_K / 16 {
+                let scale = make_qx_quants(
+                    32,
+                    &x[16 * ib..16 * ib + 16],
+                    &mut l[16 * ib..16 * ib + 16],
+                    1,
+                    None,
+                );
+                scales[ib] = scale;
+                let abs_scale = scale.abs();
+                if abs_scale > max_abs_scale {
+                    max_abs_scale = abs_scale;
+                    max_scale = scale;
+                }
+            }
+            if max_abs_scale < GROUP_MAX_EPS {
+                *b = BlockQ6_K::default();
+                b.d = f16_to_le(0.0);
+                continue;
+            }
+            let iscale = -128.0 / max_scale;
+            b.d = f16_to_le(1.0 / iscale);
+            for ib in 0..QK_K / 16 {
+                b.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+            }
+            for j in 0..QK_K / 16 {
+                let d = f16_le(b.d) * b.scales[j] as f32;
+                if d == 0.0 {
+                    continue;
+                }
+                for ii in 0..16 {
+                    let q = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
+                    l[16 * j + ii] = (q + 32) as i8;
+                }
+            }
+            for n in 0..2 {
+                let lq = &l[128 * n..128 * n + 128];
+                for i in 0..32 {
+                    let q1 = lq[i] as u8 & 0xF;
+                    let q2 = lq[i + 32] as u8 & 0xF;
+                    let q3 = lq[i + 64] as u8 & 0xF;
+                    let q4 = lq[i + 96] as u8 & 0xF;
+                    b.ql[64 * n + i] = q1 | (q3 << 4);
+                    b.ql[64 * n + i + 32] = q2 | (q4 << 4);
+                    b.qh[32 * n + i] = (lq[i] as u8 >> 4)
+                        | ((lq[i + 32] as u8 >> 4) << 2)
+                        | ((lq[i + 64] as u8 >> 4) << 4)
+                        | ((lq[i + 96] as u8 >> 4) << 6);
+                }
+            }
+        }
+    }
+
+    /// Port of `ggml_vec_dot_q6_K_q8_K_generic` (ggml-cpu/quants.c).
+    pub fn vec_dot(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+        let mut aux8 = [0i8; QK_K];
+        let mut sums = [0f32; 8];
+        for (xb, yb) in x.iter().zip(y) {
+            unpack(xb, &mut aux8);
+            let mut aux32 = [0i32; 8];
+            for j in 0..QK_K / 16 {
+                let scale = xb.scales[j] as i32;
+                for k in 0..2 {
+                    let o = 16 * j + 8 * k;
+                    for l in 0..8 {
+                        let p = yb.qs[o + l] as i16 * aux8[o + l] as i16;
+                        aux32[l] += scale * p as i32;
+                    }
+                }
+            }
+            let d = f16_le(xb.d) * yb.d();
+            for l in 0..8 {
+                sums[l] += d * aux32[l] as f32;
+            }
+        }
+        let mut sumf = 0.0f32;
+        for s in sums {
+            sumf += s;
+        }
+        sumf
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::super::x86::*;
+    use super::*;
+    use core::arch::x86_64::*;
+
+    /// Port of `ggml_vec_dot_q6_K_q8_K` (ggml-cpu/arch/x86/quants.c, AVX2 branch).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn vec_dot(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+        let m3 = _mm256_set1_epi8(3);
+        let m15 = _mm256_set1_epi8(15);
+        let mut acc = _mm256_setzero_ps();
+        for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * f16_le(xb.d);
+            let (mut q4, mut qh, mut q8) = (xb.ql.as_ptr(), xb.qh.as_ptr(), yb.qs.as_ptr());
+            // SAFETY: 32 bytes of `bsums`, 16 bytes of `scales`.
+            let (q8sums, scales) =
+                unsafe { (load256(yb.bsums.as_ptr()), load128(xb.scales.as_ptr())) };
+            let scales_16 = _mm256_cvtepi8_epi16(scales);
+            let q8sclsub = _mm256_slli_epi32::<5>(_mm256_madd_epi16(q8sums, scales_16));
+
+            let mut sumi = _mm256_setzero_si256();
+            let mut is = 0;
+            for _ in 0..QK_K / 128 {
+                // SAFETY: per step 64 bytes of `ql`, 32 of `qh` and 128 of the Q8_K quants;
+                // two steps cover exactly the 128, 64 and 256 bytes.
+                let (q4bits1, q4bits2, q4bits_h, q8_0, q8_1, q8_2, q8_3) = unsafe {
+                    let r = (
+                        load256(q4),
+                        load256(q4.add(32)),
+                        load256(qh),
+                        load256(q8),
+                        load256(q8.add(32)),
+                        load256(q8.add(64)),
+                        load256(q8.add(96)),
+                    );
+                    q4 = q4.add(64);
+                    qh = qh.add(32);
+                    q8 = q8.add(128);
+                    r
+                };
+                let q4h_0 = _mm256_slli_epi16::<4>(_mm256_and_si256(q4bits_h, m3));
+                let q4h_1 =
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)));
+                let q4h_2 = _mm256_and_si256(q4bits_h, _mm256_set1_epi8(48));
+                let q4h_3 =
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(-64)));
+
+                let q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m15), q4h_0);
+                let q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m15), q4h_1);
+                let q4_2 = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m15),
+                    q4h_2,
+                );
+                let q4_3 = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m15),
+                    q4h_3,
+                );
+
+                let mut p16_0 = _mm256_maddubs_epi16(q4_0, q8_0);
+                let mut p16_1 = _mm256_maddubs_epi16(q4_1, q8_1);
+                let mut p16_2 = _mm256_maddubs_epi16(q4_2, q8_2);
+                let mut p16_3 = _mm256_maddubs_epi16(q4_3, q8_3);
+
+                let scale_0 = _mm_shuffle_epi8(scales, get_scale_shuffle(is));
+                let scale_1 = _mm_shuffle_epi8(scales, get_scale_shuffle(is + 1));
+                let scale_2 = _mm_shuffle_epi8(scales, get_scale_shuffle(is + 2));
+                let scale_3 = _mm_shuffle_epi8(scales, get_scale_shuffle(is + 3));
+                is += 4;
+
+                p16_0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_0), p16_0);
+                p16_1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_1), p16_1);
+                p16_2 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_2), p16_2);
+                p16_3 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scale_3), p16_3);
+
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_2, p16_3));
+            }
+            sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_float_8(acc)
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod simd128 {
+    use super::super::wasm::*;
+    use super::*;
+    use core::arch::wasm32::*;
+
+    /// SIMD128 Q6_K x Q8_K: rebuilds 16 signed quants per group of 16, integer dot with the
+    /// group scale, one float multiply-add per super-block (the scheme of
+    /// `ggml_vec_dot_q6_K_q8_K`, ggml-cpu/arch/wasm/quants.c).
+    pub fn vec_dot(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+        let m4 = i8x16_splat(0x0F);
+        let m3 = i8x16_splat(0x03);
+        let s32 = i8x16_splat(32);
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let mut isum = i32x4_splat(0);
+            let q8 = yb.qs.as_ptr();
+            for n in 0..2 {
+                for half in 0..2 {
+                    // Values 128n + 16*half + {0, 32, 64, 96} + 0..16.
+                    let o = 16 * half;
+                    // SAFETY: 16 bytes at offsets < 128 (`ql`), < 64 (`qh`).
+                    let (la, lb, h) = unsafe {
+                        (
+                            load(xb.ql.as_ptr().add(64 * n + o)),
+                            load(xb.ql.as_ptr().add(64 * n + 32 + o)),
+                            load(xb.qh.as_ptr().add(32 * n + o)),
+                        )
+                    };
+                    let q = [
+                        v128_or(v128_and(la, m4), i8x16_shl(v128_and(h, m3), 4)),
+                        v128_or(
+                            v128_and(lb, m4),
+                            i8x16_shl(v128_and(u8x16_shr(h, 2), m3), 4),
+                        ),
+                        v128_or(
+                            u8x16_shr(la, 4),
+                            i8x16_shl(v128_and(u8x16_shr(h, 4), m3), 4),
+                        ),
+                        v128_or(u8x16_shr(lb, 4), i8x16_shl(u8x16_shr(h, 6), 4)),
+                    ];
+                    for (k, qk) in q.into_iter().enumerate() {
+                        let g = 8 * n + 2 * k + half;
+                        // SAFETY: 16 bytes at 16g < 256.
+                        let yv = unsafe { load(q8.add(16 * g)) };
+                        let p = dot_i8x16(i8x16_sub(qk, s32), yv);
+                        isum = i32x4_add(isum, i32x4_mul(p, i32x4_splat(xb.scales[g] as i32)));
+                    }
+                }
+            }
+            let d = f16_le(xb.d) * yb.d();
+            sumf += d * hsum_i32x4(isum) as f32;
+        }
+        sumf
+    }
+}

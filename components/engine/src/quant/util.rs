@@ -1,0 +1,243 @@
+//! Small helpers shared by the quant kernels: half-precision conversions, ggml's rounding trick
+//! and the safe byte <-> block casts.
+
+/// Marker for plain-old-data block types.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]` structs made only of `u8`/`i8` arrays (or such structs):
+/// alignment 1, no padding, every bit pattern valid. `cast_blocks` relies on that to turn any
+/// byte slice into a block slice.
+pub unsafe trait Pod: Copy + 'static {}
+
+/// Views `bytes` as blocks. `None` when the length is not a whole number of blocks.
+#[inline]
+pub(crate) fn cast_blocks<B: Pod>(bytes: &[u8]) -> Option<&[B]> {
+    const { assert!(align_of::<B>() == 1 && size_of::<B>() > 0) };
+    let size = size_of::<B>();
+    if !bytes.len().is_multiple_of(size) {
+        return None;
+    }
+    // SAFETY: `B: Pod` has alignment 1 (asserted at compile time above), no padding and no invalid
+    // bit patterns, and `bytes` holds exactly `len / size` of them.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+}
+
+/// Mutable form of [`cast_blocks`].
+#[inline]
+pub(crate) fn cast_blocks_mut<B: Pod>(bytes: &mut [u8]) -> Option<&mut [B]> {
+    const { assert!(align_of::<B>() == 1 && size_of::<B>() > 0) };
+    let size = size_of::<B>();
+    if !bytes.len().is_multiple_of(size) {
+        return None;
+    }
+    // SAFETY: as in `cast_blocks`; the exclusive borrow of `bytes` is moved into the result.
+    Some(unsafe {
+        std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), bytes.len() / size)
+    })
+}
+
+/// The bytes of a block slice (for tests, benches and writers).
+#[inline]
+pub(crate) fn blocks_as_bytes<B: Pod>(blocks: &[B]) -> &[u8] {
+    // SAFETY: `B: Pod` has no padding, so every byte of the slice is initialised.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), size_of_val(blocks)) }
+}
+
+/// IEEE half -> f32. Port of `ggml_compute_fp16_to_fp32` (ggml-impl.h); exact for every input.
+#[inline(always)]
+pub(crate) fn fp16_to_f32(h: u16) -> f32 {
+    let w = (h as u32) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+
+    let exp_offset: u32 = 0xE0 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 0x1.0p-112f
+    let normalized = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+
+    let magic_mask: u32 = 126 << 23;
+    let denormalized = f32::from_bits((two_w >> 17) | magic_mask) - 0.5;
+
+    let denormalized_cutoff: u32 = 1 << 27;
+    let bits = if two_w < denormalized_cutoff {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
+    };
+    f32::from_bits(sign | bits)
+}
+
+/// f32 -> IEEE half, round to nearest even. Port of `ggml_compute_fp32_to_fp16` (ggml-impl.h).
+#[inline(always)]
+pub(crate) fn f32_to_fp16(f: f32) -> u16 {
+    let scale_to_inf = f32::from_bits(0x7780_0000); // 0x1.0p+112f
+    let scale_to_zero = f32::from_bits(0x0880_0000); // 0x1.0p-110f
+    let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
+
+    let w = f.to_bits();
+    let shl1_w = w.wrapping_add(w);
+    let sign = w & 0x8000_0000;
+    let mut bias = shl1_w & 0xFF00_0000;
+    if bias < 0x7100_0000 {
+        bias = 0x7100_0000;
+    }
+
+    base += f32::from_bits((bias >> 1) + 0x0780_0000);
+    let bits = base.to_bits();
+    let exp_bits = (bits >> 13) & 0x0000_7C00;
+    let mantissa_bits = bits & 0x0000_0FFF;
+    let nonsign = exp_bits + mantissa_bits;
+    ((sign >> 16)
+        | if shl1_w > 0xFF00_0000 {
+            0x7E00
+        } else {
+            nonsign
+        }) as u16
+}
+
+/// bfloat16 -> f32. Port of `ggml_compute_bf16_to_fp32` (ggml-impl.h).
+#[inline(always)]
+pub(crate) fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// f32 -> bfloat16, round to nearest even, NaNs made quiet. Port of `ggml_compute_fp32_to_bf16`.
+#[inline(always)]
+pub(crate) fn f32_to_bf16(f: f32) -> u16 {
+    let u = f.to_bits();
+    if (u & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+}
+
+/// Reads a little-endian half from a block field.
+#[inline(always)]
+pub(crate) fn f16_le(b: [u8; 2]) -> f32 {
+    fp16_to_f32(u16::from_le_bytes(b))
+}
+
+/// Writes a half into a block field (little-endian, as GGUF stores it).
+#[inline(always)]
+pub(crate) fn f16_to_le(f: f32) -> [u8; 2] {
+    f32_to_fp16(f).to_le_bytes()
+}
+
+/// Round to nearest, ties to even, for |f| <= 4194303. Port of ggml's `nearest_int`
+/// (ggml-quants.c), bit for bit, including what it returns outside that range.
+#[inline(always)]
+pub(crate) fn nearest_int(f: f32) -> i32 {
+    let val = f + 12_582_912.0;
+    let i = val.to_bits() as i32;
+    (i & 0x007f_ffff) - 0x0040_0000
+}
+
+/// `_mm256_cvtps_epi32` on one lane after rounding: out-of-range and NaN give `i32::MIN`.
+/// Used by the activation quantizers so the scalar path matches the SIMD ones bit for bit.
+#[inline(always)]
+pub(crate) fn cvt_f32_i32(f: f32) -> i32 {
+    if f.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&f) {
+        i32::MIN
+    } else {
+        f as i32
+    }
+}
+
+/// Round half to even and convert, exactly as `_mm256_round_ps` + `_mm256_cvtps_epi32` do
+/// (NaN and out-of-range give `i32::MIN`). Finite activations take the fast `nearest_int` path,
+/// which avoids a `roundevenf` libcall on x86 without SSE4.1.
+#[inline(always)]
+pub(crate) fn round_act(f: f32) -> i32 {
+    if f.abs() <= 4_194_303.0 {
+        nearest_int(f)
+    } else {
+        cvt_f32_i32(f.round_ties_even())
+    }
+}
+
+/// Saturating i32 -> i8, as the `packs` instructions do.
+#[inline(always)]
+pub(crate) fn sat_i8(v: i32) -> i8 {
+    v.clamp(i8::MIN as i32, i8::MAX as i32) as i8
+}
+
+/// ggml's `kvalues_iq4nl` (ggml-common.h): the 16 non-linear levels of IQ4_NL / IQ4_XS.
+pub(crate) const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_roundtrip_matches_half_crate() {
+        for h in 0..=u16::MAX {
+            let a = fp16_to_f32(h);
+            let b = half::f16::from_bits(h).to_f32();
+            if a.is_nan() {
+                assert!(b.is_nan());
+            } else {
+                assert_eq!(a.to_bits(), b.to_bits(), "h={h:#06x}");
+                assert_eq!(f32_to_fp16(a), h, "h={h:#06x}");
+            }
+        }
+        // Rounding of values between halves: ties to even, like the half crate.
+        let mut x = 1.0e-8f32;
+        while x < 7.0e4 {
+            assert_eq!(f32_to_fp16(x), half::f16::from_f32(x).to_bits(), "x={x}");
+            assert_eq!(f32_to_fp16(-x), half::f16::from_f32(-x).to_bits(), "x=-{x}");
+            x *= 1.000_37;
+        }
+    }
+
+    #[test]
+    fn nearest_int_is_round_half_even() {
+        for (f, want) in [
+            (0.5f32, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+        ] {
+            assert_eq!(nearest_int(f), want, "{f}");
+            assert_eq!(f.round_ties_even() as i32, want);
+        }
+    }
+
+    #[test]
+    fn round_act_matches_cvtps() {
+        let mut x = -300.0f32;
+        while x < 300.0 {
+            assert_eq!(round_act(x), x.round_ties_even() as i32, "{x}");
+            x += 0.125;
+        }
+        for x in [
+            4_194_303.5f32,
+            4_194_304.5,
+            1e9,
+            -1e9,
+            3e9,
+            -3e9,
+            f32::INFINITY,
+            f32::NAN,
+        ] {
+            let want = if x.is_nan() || x.abs() >= 2_147_483_648.0 {
+                i32::MIN
+            } else {
+                x.round_ties_even() as i32
+            };
+            assert_eq!(round_act(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn bf16_conversion() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        // 1 + 2^-8 is halfway between two bf16 values: ties to even.
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+    }
+}

@@ -1,0 +1,147 @@
+//! AVX2 helpers shared by the x86_64 kernels: ports of the static inline helpers at the top of
+//! ggml-cpu/arch/x86/quants.c (without the AVX-512 VNNI variants, which give the same integers).
+
+use core::arch::x86_64::*;
+
+/// Unaligned 32-byte load.
+///
+/// # Safety
+/// `p` must point to 32 readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn load256<T>(p: *const T) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// Unaligned 16-byte load.
+///
+/// # Safety
+/// `p` must point to 16 readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn load128<T>(p: *const T) -> __m128i {
+    // SAFETY: the caller guarantees 16 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// Port of `hsum_float_8`: horizontal sum of 8 floats, in ggml's order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn hsum_float_8(x: __m256) -> f32 {
+    let mut res = _mm256_extractf128_ps(x, 1);
+    res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+    res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+    res = _mm_add_ss(res, _mm_movehdup_ps(res));
+    _mm_cvtss_f32(res)
+}
+
+/// Port of `hsum_i32_8`: horizontal sum of 8 i32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn hsum_i32_8(a: __m256i) -> i32 {
+    let sum128 = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extractf128_si256(a, 1));
+    let hi64 = _mm_unpackhi_epi64(sum128, sum128);
+    let sum64 = _mm_add_epi32(hi64, sum128);
+    let hi32 = _mm_shuffle_epi32(sum64, 0b10_11_00_01); // _MM_SHUFFLE(2, 3, 0, 1)
+    _mm_cvtsi128_si32(_mm_add_epi32(sum64, hi32))
+}
+
+/// Port of `mul_add_epi8`: pairwise i8*i8 products summed to i16.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn mul_add_epi8(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_maddubs_epi16(ax, sy)
+}
+
+/// Port of `bytes_from_bits_32`: spreads 32 bits to 32 bytes of 0x00 / 0xFF.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn bytes_from_bits_32(x: &[u8; 4]) -> __m256i {
+    let x32 = i32::from_le_bytes(*x);
+    let shuf_mask = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let mut bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf_mask);
+    let bit_mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    bytes = _mm256_or_si256(bytes, bit_mask);
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Port of `bytes_from_nibbles_32`: 32 nibbles to 32 bytes in [0, 15], low nibbles first.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn bytes_from_nibbles_32(rsi: &[u8; 16]) -> __m256i {
+    // SAFETY: `rsi` is 16 bytes.
+    let tmp = unsafe { load128(rsi.as_ptr()) };
+    let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    _mm256_and_si256(_mm256_set1_epi8(0xF), bytes)
+}
+
+/// Port of `sum_i16_pairs_float`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn sum_i16_pairs_float(x: __m256i) -> __m256 {
+    let summed_pairs = _mm256_madd_epi16(_mm256_set1_epi16(1), x);
+    _mm256_cvtepi32_ps(summed_pairs)
+}
+
+/// Port of `mul_sum_us8_pairs_float`: u8 * i8, summed in groups of 4, as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    sum_i16_pairs_float(dot)
+}
+
+/// Port of `mul_sum_i8_pairs_float`: i8 * i8, summed in groups of 4, as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_us8_pairs_float(ax, sy)
+}
+
+/// `k_shuffle` of ggml's `get_scale_shuffle_q3k`.
+static K_SHUFFLE_Q3K: [u8; 128] = [
+    0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+    3, //
+    4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6,
+    7, //
+    8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11,
+    10, 11, 10, 11, //
+    12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15,
+    14, 15, 14, 15, 14, 15, 14, 15,
+];
+
+/// Port of `get_scale_shuffle_q3k` (`i` in 0..4).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn get_scale_shuffle_q3k(i: usize) -> __m256i {
+    let i = i & 3;
+    // SAFETY: `32 * i + 32 <= 128`.
+    unsafe { load256(K_SHUFFLE_Q3K.as_ptr().add(32 * i)) }
+}
+
+/// Port of `get_scale_shuffle_k4` (`i` in 0..8): broadcasts the 16-bit scale `i`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn get_scale_shuffle_k4(i: usize) -> __m256i {
+    let i = (i & 7) as i8;
+    _mm256_set1_epi16(i16::from_le_bytes([(2 * i) as u8, (2 * i + 1) as u8]))
+}
+
+/// Port of `get_scale_shuffle` (`i` in 0..8): bytes `2i` (x8) then `2i+1` (x8).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn get_scale_shuffle(i: usize) -> __m128i {
+    let i = (i & 7) as i8;
+    _mm_set_epi64x(
+        i64::from_ne_bytes([(2 * i + 1) as u8; 8]),
+        i64::from_ne_bytes([(2 * i) as u8; 8]),
+    )
+}
