@@ -63,6 +63,43 @@ pub enum Error {
     /// The engine rejected a model or an input.
     #[error("{0}")]
     Engine(#[from] chord_engine::Error),
+    /// The engine component: the model file is not a valid GGUF (its `invalid-model`).
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    /// The engine component does not implement something this call needs (its `unsupported`).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The engine component: the session's context is full (its `context-full`).
+    #[error("context full: {0}")]
+    ContextFull(String),
+    /// The engine component could not get the model's bytes from the store: unknown name, missing
+    /// file, I/O (its `store`).
+    #[error("store: {0}")]
+    Store(String),
+    /// The engine component: the compute backend failed (its `compute`).
+    #[error("compute: {0}")]
+    Compute(String),
+    /// The engine component ran out of guest memory (its `out-of-memory`); raise the memory limit.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// An engine call was interrupted ([`crate::runtime::InterruptHandle::interrupt`], e.g. Ctrl-C).
+    #[error("cancelled")]
+    Cancelled,
+    /// The engine component crashed (a bug in the engine, or guest memory exhausted by an infallible
+    /// allocation). The runtime cannot be used afterwards.
+    #[error("engine crashed: {message}")]
+    Trap {
+        /// One-line reason.
+        message: String,
+        /// wasmtime's full report, with the guest backtrace.
+        detail: String,
+    },
+    /// An engine call after the engine stopped (crashed or was interrupted mid-call).
+    #[error("the engine stopped after an earlier error; start a new runtime")]
+    EngineStopped,
+    /// wasmtime could not compile or instantiate the engine component.
+    #[error("wasmtime: {0}")]
+    Wasmtime(String),
     /// A filesystem operation failed.
     #[error("{}: {err}", path.display())]
     Io {
@@ -77,6 +114,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The exit status `chord` should end with: 130 for a cancelled call (as shells report SIGINT),
+    /// 1 for anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Cancelled => 130,
+            _ => 1,
+        }
+    }
+
     /// A closure mapping an `io::Error` on `path` to [`Error::Io`], for `map_err`.
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
         move |err| Error::Io {

@@ -1,6 +1,12 @@
 //! wasm-chord host library: everything `chord` needs that is not the CLI itself.
+
+pub mod bindings;
+pub mod compute;
 pub mod error;
 pub mod pull;
+pub mod runtime;
+pub mod store;
 pub mod synth;
 
 pub use error::{Error, Result};
+pub use runtime::{LoadOptions, ModelHandle, Runtime, RuntimeOptions};

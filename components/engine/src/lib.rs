@@ -16,3 +16,7 @@ pub mod stop;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+
+// The WIT glue that makes this library the engine component; only in the wasm32 build.
+#[cfg(target_arch = "wasm32")]
+mod wit_glue;

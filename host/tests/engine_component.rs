@@ -1,0 +1,438 @@
+//! The embedded engine component under the real host: model loading through the memory64 store,
+//! model info against the native GGUF reader, errors for bad files (never traps), the compiled-code
+//! cache, and interruption.
+//!
+//! `cargo test --release -p chord-host --test engine_component -- --nocapture` prints start times.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chord_engine::gguf::{Gguf, Value};
+use chord_host::runtime::{CodeSource, MetadataValue, ModelInfo};
+use chord_host::{Error, LoadOptions, Runtime, RuntimeOptions};
+
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// Where the test models are (`$CHORD_MODELS_DIR`, default /work/models).
+fn model_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CHORD_MODELS_DIR").unwrap_or_else(|| "/work/models".into());
+    let path = PathBuf::from(dir).join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: set CHORD_MODELS_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A fresh directory under the system temp dir.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "chord-host-test-{tag}-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A runtime whose compiled code is cached in one directory shared by every run of these tests
+/// (files are named by content hash and replaced atomically, so runs never disturb each other).
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeOptions {
+        cache_dir: Some(std::env::temp_dir().join("chord-host-test-cache")),
+        ..RuntimeOptions::default()
+    })
+    .unwrap()
+}
+
+fn native(path: &Path) -> Gguf {
+    let file = std::fs::File::open(path).unwrap();
+    Gguf::read(&file).unwrap()
+}
+
+/// What the WIT conversion must make of a GGUF value.
+fn expected_value(v: &Value) -> MetadataValue {
+    match v {
+        Value::U8(x) => MetadataValue::Uint((*x).into()),
+        Value::U16(x) => MetadataValue::Uint((*x).into()),
+        Value::U32(x) => MetadataValue::Uint((*x).into()),
+        Value::U64(x) => MetadataValue::Uint(*x),
+        Value::I8(x) => MetadataValue::Int((*x).into()),
+        Value::I16(x) => MetadataValue::Int((*x).into()),
+        Value::I32(x) => MetadataValue::Int((*x).into()),
+        Value::I64(x) => MetadataValue::Int(*x),
+        Value::F32(x) => MetadataValue::Float((*x).into()),
+        Value::F64(x) => MetadataValue::Float(*x),
+        Value::Bool(b) => MetadataValue::Boolean(*b),
+        Value::String(s) => MetadataValue::Text(s.clone()),
+        Value::Array(a) => MetadataValue::Array(chord_host::runtime::ArraySummary {
+            element_type: a.elem_name().into(),
+            len: a.len() as u64,
+        }),
+    }
+}
+
+fn same_value(a: &MetadataValue, b: &MetadataValue) -> bool {
+    use MetadataValue as M;
+    match (a, b) {
+        (M::Uint(x), M::Uint(y)) => x == y,
+        (M::Int(x), M::Int(y)) => x == y,
+        (M::Float(x), M::Float(y)) => x.to_bits() == y.to_bits(),
+        (M::Boolean(x), M::Boolean(y)) => x == y,
+        (M::Text(x), M::Text(y)) => x == y,
+        (M::Array(x), M::Array(y)) => x.element_type == y.element_type && x.len == y.len,
+        _ => false,
+    }
+}
+
+fn u32_key(g: &Gguf, key: &str) -> u32 {
+    g.metadata
+        .get_u32(key)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key}"))
+}
+
+/// The info the component returns agrees with the native reader on every field it shares with it.
+fn check_info(info: &ModelInfo, g: &Gguf, path: &Path) {
+    assert_eq!(info.architecture, g.architecture().unwrap());
+    assert_eq!(info.gguf_version, g.version);
+    assert_eq!(info.file_size, std::fs::metadata(path).unwrap().len());
+    assert_eq!(info.file_size, g.file_size);
+    assert_eq!(info.tensor_count, g.tensors.len() as u64);
+    assert_eq!(
+        info.parameter_count,
+        g.tensors.iter().map(|t| t.n_elements()).sum::<u64>()
+    );
+    let counted: u32 = info.tensor_types.iter().map(|t| t.count).sum();
+    assert_eq!(counted as usize, g.tensors.len());
+    let bytes: u64 = info.tensor_types.iter().map(|t| t.bytes).sum();
+    assert_eq!(bytes, g.tensors.iter().map(|t| t.size).sum::<u64>());
+
+    assert_eq!(info.metadata.len(), g.metadata.len());
+    for (entry, (key, value)) in info.metadata.iter().zip(g.metadata.iter()) {
+        assert_eq!(entry.key, key);
+        assert_eq!(entry.gguf_type, value.value_type().name());
+        assert!(
+            same_value(&entry.value, &expected_value(value)),
+            "metadata {key}: {:?}",
+            entry.value
+        );
+    }
+
+    let arch = info.architecture.as_str();
+    let h = &info.hyperparameters;
+    assert_eq!(
+        h.context_length,
+        u32_key(g, &format!("{arch}.context_length"))
+    );
+    assert_eq!(
+        h.embedding_length,
+        u32_key(g, &format!("{arch}.embedding_length"))
+    );
+    assert_eq!(h.block_count, u32_key(g, &format!("{arch}.block_count")));
+    assert_eq!(
+        h.head_count,
+        u32_key(g, &format!("{arch}.attention.head_count"))
+    );
+    assert_eq!(
+        h.head_count_kv,
+        u32_key(g, &format!("{arch}.attention.head_count_kv"))
+    );
+    let tokens = match g.metadata.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(a)) => a.len(),
+        _ => panic!("no tokenizer.ggml.tokens"),
+    };
+    assert_eq!(h.vocab_size as usize, tokens);
+    assert_eq!(
+        info.has_chat_template,
+        g.metadata.get("tokenizer.chat_template").is_some()
+    );
+    assert_eq!(info.context_length, h.context_length);
+}
+
+#[test]
+fn smollm2_info_matches_the_native_reader() {
+    let path = model_path(SMOLLM2);
+    let mut rt = runtime();
+    let t = Instant::now();
+    let model = rt.load_model(&path, &LoadOptions::default()).unwrap();
+    let load = t.elapsed();
+    let info = rt.model_info(&model).unwrap();
+    let g = native(&path);
+    check_info(&info, &g, &path);
+
+    // Facts from the reference fixtures' README.
+    assert_eq!(info.architecture, "llama");
+    let types: Vec<(&str, u32)> = info
+        .tensor_types
+        .iter()
+        .map(|t| (t.type_name.as_str(), t.count))
+        .collect();
+    assert_eq!(types, [("Q4_1", 210), ("F32", 61), ("Q8_0", 1)]);
+    assert_eq!(info.tokenizer_model.as_deref(), Some("gpt2"));
+    assert!(info.has_chat_template);
+    let h = &info.hyperparameters;
+    assert_eq!(
+        (
+            h.embedding_length,
+            h.block_count,
+            h.head_count,
+            h.head_count_kv
+        ),
+        (576, 30, 9, 3)
+    );
+    assert_eq!((h.key_length, h.value_length), (64, 64));
+
+    // The header came through the store, in coarse reads.
+    let stats = rt.store_stats();
+    assert_eq!(stats.opens, 1);
+    assert!(stats.reads >= 1 && stats.reads <= 8, "{stats:?}");
+    assert!(stats.bytes_served >= g.data_offset, "{stats:?}");
+    println!("SmolLM2 load (header through the store): {load:?}, {stats:?}");
+
+    rt.unload_model(model).unwrap();
+}
+
+#[test]
+fn gemma3_info_matches_the_native_reader() {
+    let path = model_path(GEMMA3);
+    let mut rt = runtime();
+    let opts = LoadOptions {
+        context_length: Some(1024),
+        ..LoadOptions::default()
+    };
+    let t = Instant::now();
+    let model = rt.load_model(&path, &opts).unwrap();
+    println!("Gemma 3 load (header through the store): {:?}", t.elapsed());
+    let mut info = rt.model_info(&model).unwrap();
+    assert_eq!(info.context_length, 1024);
+    info.context_length = info.hyperparameters.context_length;
+    check_info(&info, &native(&path), &path);
+    assert_eq!(info.architecture, "gemma3");
+    assert_eq!(info.hyperparameters.vocab_size, 262_144);
+    assert_eq!(info.hyperparameters.sliding_window, Some(512));
+    let types: Vec<(&str, u32)> = info
+        .tensor_types
+        .iter()
+        .map(|t| (t.type_name.as_str(), t.count))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("F32", 109),
+            ("Q5_0", 81),
+            ("Q4_K", 27),
+            ("Q8_0", 10),
+            ("Q6_K", 9)
+        ]
+    );
+}
+
+#[test]
+fn bad_files_are_errors_not_traps() {
+    let dir = temp_dir("bad");
+    let good = model_path(SMOLLM2);
+    let bytes = std::fs::read(&good).unwrap();
+    let data_offset = native(&good).data_offset as usize;
+
+    let not_gguf = dir.join("not.gguf");
+    std::fs::write(&not_gguf, b"PK\x03\x04 this is a zip file, not a model").unwrap();
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let cut_header = dir.join("cut-header.gguf");
+    std::fs::write(&cut_header, &bytes[..data_offset / 2]).unwrap();
+    let cut_data = dir.join("cut-data.gguf");
+    std::fs::write(&cut_data, &bytes[..bytes.len() - 1000]).unwrap();
+    let missing = dir.join("missing.gguf");
+
+    let mut rt = runtime();
+    let opts = LoadOptions::default();
+    let err = |rt: &mut Runtime, p: &Path| rt.load_model(p, &opts).unwrap_err();
+
+    let e = err(&mut rt, &not_gguf);
+    assert!(
+        matches!(&e, Error::InvalidModel(m) if m.contains("not a GGUF")),
+        "{e}"
+    );
+    let e = err(&mut rt, &empty);
+    assert!(
+        matches!(&e, Error::InvalidModel(m) if m.contains("truncated")),
+        "{e}"
+    );
+    let e = err(&mut rt, &cut_header);
+    assert!(matches!(&e, Error::InvalidModel(_)), "{e}");
+    println!("header cut in half: {e}");
+    let e = err(&mut rt, &cut_data);
+    assert!(
+        matches!(&e, Error::InvalidModel(m) if m.contains("past the end")),
+        "{e}"
+    );
+    let e = err(&mut rt, &missing);
+    assert!(
+        matches!(&e, Error::Store(m) if m.contains("not found")),
+        "{e}"
+    );
+    let e = err(&mut rt, &dir);
+    assert!(matches!(&e, Error::Store(_)), "{e}");
+    let e = rt
+        .load_model(
+            &good,
+            &LoadOptions {
+                context_length: Some(0),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(&e, Error::InvalidArgument(_)), "{e}");
+    // One line each, fit for `chord: error: …`.
+    assert!(!e.to_string().contains('\n'));
+
+    // None of that hurt the instance: a good model still loads in the same runtime.
+    let model = rt.load_model(&good, &opts).unwrap();
+    assert_eq!(rt.model_info(&model).unwrap().architecture, "llama");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exports_not_implemented_yet_say_so() {
+    // Tokenize and sessions are not wired yet: the host sees `unsupported`, not a trap. This test
+    // changes when they land.
+    let mut rt = runtime();
+    let model = rt
+        .load_model(&model_path(SMOLLM2), &LoadOptions::default())
+        .unwrap();
+    let e = rt.tokenize(&model, "hello", true, false).unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsupported(m) if m.contains("not implemented yet")),
+        "{e}"
+    );
+    assert!(rt.model_info(&model).is_ok());
+}
+
+#[test]
+fn compiled_code_is_cached() {
+    let cache = temp_dir("cache");
+    let opts = RuntimeOptions {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeOptions::default()
+    };
+    let t = Instant::now();
+    let first = Runtime::new(opts.clone()).unwrap();
+    let first_total = t.elapsed();
+    let s1 = first.start_info().clone();
+    assert_eq!(s1.code, CodeSource::Compiled);
+    assert_eq!(s1.cache_error, None);
+    let file = s1.cache_file.clone().unwrap();
+    assert!(file.starts_with(cache.join("compiled")) && file.exists());
+
+    let t = Instant::now();
+    let second = Runtime::new(opts.clone()).unwrap();
+    let second_total = t.elapsed();
+    let s2 = second.start_info().clone();
+    assert_eq!(s2.code, CodeSource::Cache);
+    assert_eq!(s2.cache_file.as_deref(), Some(file.as_path()));
+    println!(
+        "first start (compile): {first_total:?} (compile {:?}, instantiate {:?}); \
+         second start (cache): {second_total:?} (load {:?}, instantiate {:?})",
+        s1.prepare, s1.instantiate, s2.prepare, s2.instantiate
+    );
+    assert!(s2.prepare < s1.prepare);
+
+    // A damaged cache file is ignored and replaced, not trusted. (Replaced by a rename, as chord
+    // itself writes it: the runtimes above execute code mapped from the old file.)
+    drop((first, second));
+    let tmp = file.with_extension("damaged");
+    std::fs::write(&tmp, b"garbage").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let third = Runtime::new(opts.clone()).unwrap();
+    assert_eq!(third.start_info().code, CodeSource::Compiled);
+    assert!(third.start_info().cache_error.is_some());
+    let fourth = Runtime::new(opts).unwrap();
+    assert_eq!(fourth.start_info().code, CodeSource::Cache);
+
+    // No cache directory: compile every time.
+    let uncached = Runtime::new(RuntimeOptions {
+        cache_dir: None,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    assert_eq!(uncached.start_info().code, CodeSource::Compiled);
+    assert_eq!(uncached.start_info().cache_file, None);
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn interrupt_stops_calls() {
+    let path = model_path(GEMMA3);
+
+    // Interrupted before a call: the call is refused, the instance is untouched.
+    let mut rt = runtime();
+    let handle = rt.interrupt_handle();
+    handle.interrupt();
+    let e = rt.load_model(&path, &LoadOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Cancelled));
+    assert_eq!(e.exit_code(), 130);
+    handle.clear();
+    let t = Instant::now();
+    rt.load_model(&path, &LoadOptions::default()).unwrap();
+    let load = t.elapsed();
+
+    // Interrupted during a call (Gemma's header, 262144 tokens, takes a while to parse): the call
+    // stops with `Cancelled` and the runtime refuses further calls.
+    let mut stopped = false;
+    for attempt in 0..5 {
+        let mut rt = runtime();
+        let handle = rt.interrupt_handle();
+        let delay = load / 4 / (attempt + 1);
+        let interrupter = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            handle.interrupt();
+        });
+        let r = rt.load_model(&path, &LoadOptions::default());
+        interrupter.join().unwrap();
+        match r {
+            Err(Error::Cancelled) => {
+                let again = rt.load_model(&path, &LoadOptions::default()).unwrap_err();
+                assert!(matches!(again, Error::EngineStopped), "{again}");
+                stopped = true;
+                break;
+            }
+            // The load won the race (a loaded machine can delay the interrupter): try again.
+            Ok(_) => continue,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert!(
+        stopped,
+        "no load was interrupted (a load takes {load:?}); is epoch interruption on?"
+    );
+}
+
+#[test]
+fn guest_memory_is_capped() {
+    let path = model_path(GEMMA3);
+    let mut rt = runtime();
+    rt.load_model(&path, &LoadOptions::default()).unwrap();
+    let peak = rt.guest_memory_peak();
+    assert!(
+        peak > 8 << 20,
+        "Gemma 3's vocabulary needs more than {peak} bytes?"
+    );
+
+    // Under a cap below what the load needs, the load fails inside the guest instead of growing.
+    let mut rt = Runtime::new(RuntimeOptions {
+        memory_limit: peak / 2,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let e = rt.load_model(&path, &LoadOptions::default()).unwrap_err();
+    println!("Gemma 3 load: guest memory peak {peak} bytes; under a cap of half that: {e}");
+    assert!(
+        matches!(e, Error::OutOfMemory(_) | Error::Trap { .. }),
+        "{e}"
+    );
+    assert!(rt.guest_memory_peak() <= peak / 2);
+}
