@@ -102,7 +102,7 @@ pub(crate) fn forward(
     logits: &mut [f32],
 ) -> Result<()> {
     let hp = m.hparams();
-    let State { kv, s } = st;
+    let State { kv, s, flash } = st;
     let n = tokens.len();
     let (d, hd, nr, ff) = (hp.n_embd, hp.head_dim_k, hp.n_rot, hp.n_ff);
     let (qd, kd, vd, ad) = (hp.q_dim(), hp.k_dim(), hp.v_dim(), hp.attn_out_dim());
@@ -134,6 +134,7 @@ pub(crate) fn forward(
             kq_scale: 1.0, // q is pre-scaled below
             softcap: None,
             window: if swa { hp.n_swa } else { 0 },
+            flash: *flash,
         };
 
         // ---- self-attention ----

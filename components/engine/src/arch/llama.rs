@@ -85,7 +85,7 @@ pub(crate) fn forward(
     logits: &mut [f32],
 ) -> Result<()> {
     let hp = m.hparams();
-    let State { kv, s } = st;
+    let State { kv, s, flash } = st;
     let n = tokens.len();
     let (d, hd, nr, ff) = (hp.n_embd, hp.head_dim_k, hp.n_rot, hp.n_ff);
     let (qd, kd, vd, ad) = (hp.q_dim(), hp.k_dim(), hp.v_dim(), hp.attn_out_dim());
@@ -99,6 +99,7 @@ pub(crate) fn forward(
         kq_scale: hp.attn_scale, // 1/sqrt(head_dim)
         softcap: None,
         window: 0,
+        flash: *flash,
     };
 
     // x = embeddings of the tokens: [n, d]

@@ -44,6 +44,13 @@ impl LayerKv<'_> {
         &self.k[(p * self.n_head_kv + g) * hk..][..hk]
     }
 
+    /// Dimension `d` of kv-head `g`'s value at position `p`, as f32.
+    #[inline]
+    pub fn v_at(&self, g: usize, d: usize, p: usize) -> f32 {
+        let i = ((g * self.head_dim_v + d) * self.n_ctx + p) * F16;
+        half::f16::from_le_bytes([self.v[i], self.v[i + 1]]).to_f32()
+    }
+
     /// Dimension `d` of kv-head `g`'s values at positions `start..end`, f16.
     #[inline]
     pub fn v_row(&self, g: usize, d: usize, start: usize, end: usize) -> &[u8] {

@@ -142,6 +142,10 @@ pub struct SessionOptions {
     pub context_shift: bool,
     /// Tokens at the start that a context shift never drops (e.g. BOS and a system prompt).
     pub n_keep: usize,
+    /// Attend as llama.cpp does with flash attention on (the default of llama-cli,
+    /// llama-server and llama-perplexity on the CPU) rather than off (llama-cpp-python's
+    /// default). Mathematically the same; the roundings differ.
+    pub flash_attn: bool,
 }
 
 impl Default for SessionOptions {
@@ -150,6 +154,7 @@ impl Default for SessionOptions {
             n_ctx: 4096,
             context_shift: false,
             n_keep: 0,
+            flash_attn: false,
         }
     }
 }
@@ -247,7 +252,7 @@ impl Scratch {
             rope: buf(hp.n_rot, "rope table")?,
             rope_swa: buf(hp.n_rot, "rope table")?,
             acts: Acts::new(nb, max_k, act_types)?,
-            attn: AttnScratch::new(n_ctx, hp.head_dim_k)?,
+            attn: AttnScratch::new(n_ctx, hp.head_dim_k, hp.head_dim_v)?,
         })
     }
 }
@@ -417,6 +422,7 @@ impl Session {
             let st = &mut State {
                 kv: &mut self.kv,
                 s: &mut self.scratch,
+                flash: self.opts.flash_attn,
             };
             match &m.weights {
                 ArchWeights::Llama(w) => {
@@ -473,10 +479,11 @@ impl Session {
     }
 }
 
-/// What a forward step mutates: the session's cache and buffers.
+/// What a forward step mutates: the session's cache and buffers (and how it attends).
 pub(crate) struct State<'a> {
     pub kv: &'a mut KvCache,
     pub s: &'a mut Scratch,
+    pub flash: bool,
 }
 
 #[cfg(test)]

@@ -453,6 +453,8 @@ pub(crate) struct AttnCfg {
     /// Sliding window (`LLAMA_SWA_TYPE_STANDARD`): key at `p0` is visible from `p1` iff
     /// `p1 - p0 < window`; 0 for full causal attention.
     pub window: usize,
+    /// Compute as llama.cpp's flash-attention kernels do ([`attention_flash`]).
+    pub flash: bool,
 }
 
 /// Per-session buffers for [`attention`].
@@ -463,10 +465,11 @@ pub(crate) struct AttnScratch {
 }
 
 impl AttnScratch {
-    pub fn new(n_ctx: usize, head_dim_k: usize) -> Result<AttnScratch> {
+    pub fn new(n_ctx: usize, head_dim_k: usize, head_dim_v: usize) -> Result<AttnScratch> {
         Ok(AttnScratch {
             q16: alloc(mul(head_dim_k, F16, "query")?, "query")?,
-            scores: alloc(n_ctx, "attention scores")?,
+            // Also a flash-attention key tile, or the f16 running sum of one head.
+            scores: alloc(n_ctx.max(FA_TILE_KV).max(head_dim_v), "attention scores")?,
             p16: alloc(mul(n_ctx, F16, "attention weights")?, "attention weights")?,
         })
     }
@@ -483,6 +486,23 @@ impl AttnScratch {
 /// keys weigh exactly 0 there, so only the visible range is visited here, from the lane group it
 /// starts in.
 pub(crate) fn attention(
+    cfg: &AttnCfg,
+    kv: &LayerKv<'_>,
+    q: &[f32],
+    pos0: usize,
+    n: usize,
+    s: &mut AttnScratch,
+    out: &mut [f32],
+) -> Result<()> {
+    if cfg.flash {
+        attention_flash(cfg, kv, q, pos0, n, s, out)
+    } else {
+        attention_plain(cfg, kv, q, pos0, n, s, out)
+    }
+}
+
+/// [`attention`] without flash attention.
+fn attention_plain(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
@@ -564,4 +584,153 @@ pub(crate) fn attention(
         }
     }
     Ok(())
+}
+
+/// llama.cpp's flash-attention tile sizes (`GGML_FA_TILE_Q`, `GGML_FA_TILE_KV`).
+const FA_TILE_Q: usize = 64;
+const FA_TILE_KV: usize = 64;
+
+/// [`attention`] as llama.cpp computes it with flash attention on (`ggml_flash_attn_ext` on the
+/// CPU, the default of llama-cli, llama-server and llama-perplexity): batches of 64 or more
+/// queries take the tiled kernel (`ggml_compute_forward_flash_attn_ext_tiled`: f32 queries, f32
+/// products, an online softmax over tiles of 64 keys), smaller ones the one-query kernel
+/// (`..._f16_one_chunk`: f16 queries, an online softmax per key, values accumulated in f16).
+fn attention_flash(
+    cfg: &AttnCfg,
+    kv: &LayerKv<'_>,
+    q: &[f32],
+    pos0: usize,
+    n: usize,
+    s: &mut AttnScratch,
+    out: &mut [f32],
+) -> Result<()> {
+    let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
+    let group = cfg.n_head / cfg.n_head_kv;
+    let table = f16_table();
+    let val = |r: &[u8], i: usize| table[usize::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]))];
+    // The op's scale, with the soft-cap folded in as ggml does.
+    let (scale, cap) = match cfg.softcap {
+        Some(c) => (cfg.kq_scale / c, c),
+        None => (cfg.kq_scale, 0.0),
+    };
+    let tiled = n >= FA_TILE_Q;
+    for t in 0..n {
+        let p1 = pos0 + t;
+        let start = if cfg.window > 0 {
+            (p1 + 1).saturating_sub(cfg.window)
+        } else {
+            0
+        };
+        for h in 0..cfg.n_head {
+            let g = h / group;
+            let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
+            let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
+            if tiled {
+                // Online softmax over tiles of 64 keys; VKQ accumulates in f32 (`o`).
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                o.fill(0.0);
+                let kq = &mut s.scores[..FA_TILE_KV];
+                let mut tile = start - start % FA_TILE_KV;
+                while tile <= p1 {
+                    // kq = (q · k) * scale, soft-capped; masked keys -inf
+                    for (j, v) in kq.iter_mut().enumerate() {
+                        let p = tile + j;
+                        *v = if p < start || p > p1 {
+                            f32::NEG_INFINITY
+                        } else {
+                            let k = kv.k_row(p, g);
+                            let mut acc = 0f32;
+                            for (d, &x) in qh.iter().enumerate() {
+                                acc = fma(val(k, d), x, acc);
+                            }
+                            let mut v = acc * scale;
+                            if cap != 0.0 {
+                                v = v.tanh() * cap;
+                            }
+                            v
+                        };
+                    }
+                    let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let m_new = m.max(tile_max);
+                    if m_new > m {
+                        let ms = (m - m_new).exp();
+                        scale_in_place(o, ms);
+                        sum *= ms;
+                    }
+                    m = m_new;
+                    // p = e^(kq - m) per lane group; S += their f64 sum
+                    let mut tile_sum = 0f64;
+                    for chunk in kq.chunks_mut(16) {
+                        let mut lanes = [0f32; 16];
+                        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+                            *v = expf(*v - m);
+                            *l = *v;
+                        }
+                        tile_sum += f64::from(reduce16(&lanes));
+                    }
+                    sum = (f64::from(sum) + tile_sum) as f32;
+                    // VKQ += p · V
+                    for (j, &p) in kq.iter().enumerate() {
+                        let pos = tile + j;
+                        if pos < start || pos > p1 {
+                            continue; // p == 0: fma(v, 0, acc) == acc
+                        }
+                        for (d, od) in o.iter_mut().enumerate() {
+                            *od = fma(kv.v_at(g, d, pos), p, *od);
+                        }
+                    }
+                    tile += FA_TILE_KV;
+                }
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                scale_in_place(o, inv);
+            } else {
+                // One key at a time; q and the running VKQ in f16.
+                quant::quantize_row(GgmlType::F16, qh, &mut s.q16[..hk * F16])?;
+                let vkq = &mut s.scores[..hv];
+                vkq.fill(0.0);
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for p in start..=p1 {
+                    let mut v =
+                        dot_f16(kv.k_row(p, g), &s.q16[..hk * F16], 0, DotOrder::Vec, table)
+                            * scale;
+                    if cap != 0.0 {
+                        v = cap * v.tanh();
+                    }
+                    let (mut ms, mut vs) = (1f32, 1f32);
+                    if v > m {
+                        let m_old = m;
+                        m = v;
+                        ms = (m_old - m).exp();
+                        for y in vkq.iter_mut() {
+                            *y = round_f16(*y * ms);
+                        }
+                    } else {
+                        vs = (v - m).exp();
+                    }
+                    for (d, y) in vkq.iter_mut().enumerate() {
+                        *y = round_f16(fma(kv.v_at(g, d, p), vs, *y));
+                    }
+                    sum = fma(sum, ms, vs); // `S = S*ms + vs`, contracted by GCC
+                }
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                for (od, &y) in o.iter_mut().zip(vkq.iter()) {
+                    *od = y * inv;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `x *= s` (`ggml_vec_scale_f32`).
+fn scale_in_place(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
+/// `x` rounded to the nearest f16 (ties to even), back in f32.
+#[inline]
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
