@@ -13,9 +13,6 @@ use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
 use std::sync::OnceLock;
 
-/// Bytes per f16 value.
-pub(crate) const F16: usize = 2;
-
 fn oom(what: &str, n: usize) -> Error {
     Error::OutOfMemory(format!("{what}: {n} elements"))
 }
@@ -303,7 +300,9 @@ pub(crate) fn expf(x: f32) -> f32 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
     // _mm512_scalef_ps(p, n) = p * 2^n, rounded once.
-    (f64::from(p) * 2f64.powi(n as i32)) as f32
+    // 2^n built from its bits: n is an integer in -192..=192.
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(p) * two_n) as f32
 }
 
 /// Sum of 16 lanes in the order of GCC's `_mm512_reduce_add_ps` (halves, then quarters, …).
@@ -316,16 +315,6 @@ fn reduce16(v: &[f32; 16]) -> f32 {
     let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
     let (a, b) = (t4[0] + t4[2], t4[1] + t4[3]);
     a + b
-}
-
-/// ggml's f16 → f32 conversion table (`ggml_table_f32_f16`): one load per value.
-fn f16_table() -> &'static [f32] {
-    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|i| half::f16::from_bits(i).to_f32())
-            .collect()
-    })
 }
 
 /// How llama.cpp's CPU backend sums an f16 dot product in an attention `mul_mat`: llamafile's
@@ -343,33 +332,58 @@ enum DotOrder {
     VecPadded,
 }
 
-/// Dot product of two f16 rows (little-endian bytes) in `order`. `offset` is the index in
+/// `x` rounded to the nearest f16 (ties to even), as an f32.
+#[inline]
+pub(crate) fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Dot product of two rows of f16 values (held in f32) in `order`. `offset` is the index in
 /// llama.cpp's row of the first value given (a multiple of 16 for [`DotOrder::Tiny`], of 64 for
 /// [`DotOrder::Vec`]); earlier values are zero there, so skipping them changes no sum.
 #[inline]
-fn dot_f16(a: &[u8], b: &[u8], offset: usize, order: DotOrder, table: &[f32]) -> f32 {
-    let n = a.len() / F16;
-    let val = |r: &[u8], i: usize| table[usize::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]))];
+fn dot_f16(a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
+    let n = a.len();
+    let b = &b[..n];
+    debug_assert!(offset.is_multiple_of(16));
+    // Whole groups of 16 lanes, then the rest (lanes 0.. of one more group).
+    let whole = n / 16 * 16;
+    let mad = |acc: &mut [f32; 16], x: &[f32], y: &[f32]| {
+        for l in 0..x.len() {
+            acc[l] += x[l] * y[l];
+        }
+    };
+    let groups = a[..whole].chunks_exact(16).zip(b[..whole].chunks_exact(16));
     match order {
         DotOrder::Tiny => {
             let mut acc = [0f32; 16];
-            for i in 0..n {
-                acc[(offset + i) & 15] += val(a, i) * val(b, i);
+            for (x, y) in groups {
+                mad(&mut acc, x, y);
             }
+            mad(&mut acc, &a[whole..], &b[whole..]);
             reduce16(&acc)
         }
         DotOrder::Vec | DotOrder::VecPadded => {
-            // Values past the last whole 64 of llama.cpp's row are the tail.
-            let end = offset + n;
+            // Values past the last whole 64 of llama.cpp's row are the tail (none if padded).
             let np = if order == DotOrder::VecPadded {
                 n
             } else {
-                (end & !63).max(offset) - offset
+                ((offset + n) & !63).max(offset) - offset
             };
             let mut acc = [[0f32; 16]; 4];
-            for i in 0..np {
-                let p = offset + i;
-                acc[(p >> 4) & 3][p & 15] += val(a, i) * val(b, i);
+            let g0 = offset / 16;
+            for (c, (x, y)) in groups.enumerate() {
+                if 16 * c >= np {
+                    break;
+                }
+                mad(&mut acc[(g0 + c) & 3], x, y);
+            }
+            if np > whole {
+                mad(
+                    &mut acc[(g0 + whole / 16) & 3],
+                    &a[whole..np],
+                    &b[whole..np],
+                );
             }
             let mut x = [0f32; 16];
             for l in 0..16 {
@@ -377,7 +391,7 @@ fn dot_f16(a: &[u8], b: &[u8], offset: usize, order: DotOrder, table: &[f32]) ->
             }
             let mut sum = f64::from(reduce16(&x));
             for i in np..n {
-                sum += f64::from(val(a, i) * val(b, i));
+                sum += f64::from(a[i] * b[i]);
             }
             sum as f32
         }
@@ -459,18 +473,20 @@ pub(crate) struct AttnCfg {
 
 /// Per-session buffers for [`attention`].
 pub(crate) struct AttnScratch {
-    q16: Vec<u8>,
+    /// One query head rounded to f16.
+    q16: Vec<f32>,
     scores: Vec<f32>,
-    p16: Vec<u8>,
+    /// Attention weights rounded to f16.
+    p16: Vec<f32>,
 }
 
 impl AttnScratch {
     pub fn new(n_ctx: usize, head_dim_k: usize, head_dim_v: usize) -> Result<AttnScratch> {
         Ok(AttnScratch {
-            q16: alloc(mul(head_dim_k, F16, "query")?, "query")?,
+            q16: alloc(head_dim_k, "query")?,
             // Also a flash-attention key tile, or the f16 running sum of one head.
             scores: alloc(n_ctx.max(FA_TILE_KV).max(head_dim_v), "attention scores")?,
-            p16: alloc(mul(n_ctx, F16, "attention weights")?, "attention weights")?,
+            p16: alloc(n_ctx, "attention weights")?,
         })
     }
 }
@@ -513,7 +529,6 @@ fn attention_plain(
 ) -> Result<()> {
     let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
-    let table = f16_table();
     let order = if n == 1 {
         DotOrder::Vec
     } else {
@@ -532,7 +547,7 @@ fn attention_plain(
         for h in 0..cfg.n_head {
             let g = h / group;
             let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
-            quant::quantize_row(GgmlType::F16, qh, &mut s.q16[..hk * F16])?;
+            round_f16_into(qh, &mut s.q16[..hk]);
 
             // scores = softcap(K·q) * scale, masked keys -inf
             let scores = &mut s.scores[..n_kv];
@@ -542,7 +557,7 @@ fn attention_plain(
                     *sc = f32::NEG_INFINITY;
                     continue;
                 }
-                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk * F16], 0, order, table);
+                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk], 0, order);
                 if let Some(cap) = cfg.softcap {
                     v = (v * (1.0 / cap)).tanh() * cap;
                 }
@@ -564,21 +579,20 @@ fn attention_plain(
             for v in scores.iter_mut() {
                 *v *= inv;
             }
-            quant::quantize_row(GgmlType::F16, scores, &mut s.p16[..n_kv * F16])?;
+            round_f16_into(scores, &mut s.p16[..n_kv]);
 
             // out = Σ_j p_j · V_j, one output dimension at a time over the transposed cache
             let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
             for (d, od) in o.iter_mut().enumerate() {
                 *od = dot_f16(
                     kv.v_row(g, d, first, p1 + 1),
-                    &s.p16[..n_kv * F16],
+                    &s.p16[..n_kv],
                     first,
                     if order == DotOrder::Vec {
                         DotOrder::VecPadded
                     } else {
                         order
                     },
-                    table,
                 );
             }
         }
@@ -606,8 +620,6 @@ fn attention_flash(
 ) -> Result<()> {
     let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
-    let table = f16_table();
-    let val = |r: &[u8], i: usize| table[usize::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]))];
     // The op's scale, with the soft-cap folded in as ggml does.
     let (scale, cap) = match cfg.softcap {
         Some(c) => (cfg.kq_scale / c, c),
@@ -641,7 +653,7 @@ fn attention_flash(
                             let k = kv.k_row(p, g);
                             let mut acc = 0f32;
                             for (d, &x) in qh.iter().enumerate() {
-                                acc = fma(val(k, d), x, acc);
+                                acc = fma(k[d], x, acc);
                             }
                             let mut v = acc * scale;
                             if cap != 0.0 {
@@ -685,14 +697,12 @@ fn attention_flash(
                 scale_in_place(o, inv);
             } else {
                 // One key at a time; q and the running VKQ in f16.
-                quant::quantize_row(GgmlType::F16, qh, &mut s.q16[..hk * F16])?;
+                round_f16_into(qh, &mut s.q16[..hk]);
                 let vkq = &mut s.scores[..hv];
                 vkq.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
                 for p in start..=p1 {
-                    let mut v =
-                        dot_f16(kv.k_row(p, g), &s.q16[..hk * F16], 0, DotOrder::Vec, table)
-                            * scale;
+                    let mut v = dot_f16(kv.k_row(p, g), &s.q16[..hk], 0, DotOrder::Vec) * scale;
                     if cap != 0.0 {
                         v = cap * v.tanh();
                     }
@@ -729,8 +739,9 @@ fn scale_in_place(x: &mut [f32], s: f32) {
     }
 }
 
-/// `x` rounded to the nearest f16 (ties to even), back in f32.
-#[inline]
-fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
+/// `dst = src` rounded to f16 (the conversion ggml makes before f16 dot products).
+fn round_f16_into(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = round_f16(x);
+    }
 }
