@@ -149,6 +149,15 @@ pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// Adds `bias` to each row of `x` (rows of `bias.len()`), as `ggml_add` broadcasts it.
+pub(crate) fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
 /// `x += y`, elementwise.
 pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -200,8 +209,11 @@ pub(crate) struct Rope<'a> {
     pub freq_base: f32,
     /// Linear position scale.
     pub freq_scale: f32,
-    /// Per-frequency divisors (`rope_freqs.weight`, Llama 3 scaling), `n_rot / 2` of them.
+    /// Per-frequency divisors (`rope_freqs.weight`, Llama 3 scaling; Phi-3's long/short
+    /// factors), `n_rot / 2` of them.
     pub factors: Option<&'a [f32]>,
+    /// Magnitude factor on cos and sin (`rope.scaling.attn_factor`, usually 1).
+    pub attn_factor: f32,
 }
 
 impl Rope<'_> {
@@ -214,8 +226,8 @@ impl Rope<'_> {
         for i0 in (0..self.n_rot).step_by(2) {
             let ff = self.factors.map_or(1.0, |f| f[i0 / 2]);
             let t = self.freq_scale * (theta / ff);
-            out[i0] = t.cos();
-            out[i0 + 1] = t.sin();
+            out[i0] = t.cos() * self.attn_factor;
+            out[i0 + 1] = t.sin() * self.attn_factor;
             theta *= theta_scale;
         }
     }
