@@ -12,19 +12,15 @@ use crate::Result;
 use crate::gguf::names::Tn;
 use crate::model::hparams::{HParams, RopeType};
 use crate::model::ops::{self, AttnCfg, Rope};
-use crate::model::weights::{Layers, Loader, Matrix};
+use crate::model::weights::{Layers, Loader, Matrix, Qkv};
 use crate::model::{Model, Rows, State, output_head};
 
 /// One transformer block.
 pub(crate) struct Layer {
     /// `[n_embd]`
     attn_norm: Vec<f32>,
-    /// `[n_embd] → [n_head * head_dim]`
-    wq: Matrix,
-    /// `[n_embd] → [n_head_kv * head_dim]`
-    wk: Matrix,
-    /// `[n_embd] → [n_head_kv * head_dim]`
-    wv: Matrix,
+    /// `[n_embd] → [n_head * head_dim]`, `[n_head_kv * head_dim]` ×2 (separate or fused)
+    qkv: Qkv,
     /// `[head_dim]`, applied to every query head
     q_norm: Vec<f32>,
     /// `[head_dim]`, applied to every key head
@@ -57,9 +53,7 @@ pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
         let name = |t: Tn| t.layer(il, "weight");
         Ok(Layer {
             attn_norm: ld.vector(&name(Tn::AttnNorm), d)?,
-            wq: ld.matrix(&name(Tn::AttnQ), d, hp.q_dim())?,
-            wk: ld.matrix(&name(Tn::AttnK), d, hp.k_dim())?,
-            wv: ld.matrix(&name(Tn::AttnV), d, hp.v_dim())?,
+            qkv: Qkv::load(ld, hp, il)?,
             q_norm: ld.vector(&name(Tn::AttnQNorm), hd)?,
             k_norm: ld.vector(&name(Tn::AttnKNorm), hd)?,
             wo: ld.matrix(&name(Tn::AttnOut), hp.attn_out_dim(), d)?,
@@ -75,7 +69,7 @@ pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
 }
 
 /// The RoPE of layer `il`: local (sliding-window) layers and global layers differ in base.
-pub(crate) fn rope<'w>(hp: &HParams, _w: &'w Weights, il: usize) -> Rope<'w> {
+pub(crate) fn rope<'w>(hp: &HParams, _w: &'w Weights, il: usize, _n_ctx: usize) -> Rope<'w> {
     let (freq_base, freq_scale) = if hp.is_swa(il) {
         (hp.rope_freq_base_swa, hp.rope_freq_scale_swa)
     } else {
@@ -87,6 +81,7 @@ pub(crate) fn rope<'w>(hp: &HParams, _w: &'w Weights, il: usize) -> Rope<'w> {
         freq_base,
         freq_scale,
         factors: None,
+        attn_factor: hp.rope_attn_factor,
     }
 }
 
@@ -102,14 +97,17 @@ pub(crate) fn forward(
     logits: &mut [f32],
 ) -> Result<()> {
     let hp = m.hparams();
-    let State { kv, s } = st;
+    let State { kv, s, flash } = st;
     let n = tokens.len();
     let (d, hd, nr, ff) = (hp.n_embd, hp.head_dim_k, hp.n_rot, hp.n_ff);
     let (qd, kd, vd, ad) = (hp.q_dim(), hp.k_dim(), hp.v_dim(), hp.attn_out_dim());
     let eps = hp.rms_eps;
     let global_layer = (0..hp.n_layer).find(|&il| !hp.is_swa(il)).unwrap_or(0);
     let local_layer = (0..hp.n_layer).find(|&il| hp.is_swa(il)).unwrap_or(0);
-    let (rope_global, rope_local) = (rope(hp, w, global_layer), rope(hp, w, local_layer));
+    let (rope_global, rope_local) = (
+        rope(hp, w, global_layer, kv.n_ctx()),
+        rope(hp, w, local_layer, kv.n_ctx()),
+    );
 
     // x = embeddings * sqrt(d): [n, d]
     m.embed(tokens, &mut s.x[..n * d])?;
@@ -134,6 +132,7 @@ pub(crate) fn forward(
             kq_scale: 1.0, // q is pre-scaled below
             softcap: None,
             window: if swa { hp.n_swa } else { 0 },
+            flash: *flash,
         };
 
         // ---- self-attention ----
@@ -141,9 +140,8 @@ pub(crate) fn forward(
         ops::rms_norm_to(&s.x[..n * d], &l.attn_norm, eps, &mut s.xn);
         // q = xn·Wq: [n, n_head*hd]; k = xn·Wk, v = xn·Wv: [n, n_head_kv*hd]
         s.acts.set(&s.xn, n, d)?;
-        ops::matmul(&l.wq, &mut s.acts, &mut s.q)?;
-        ops::matmul(&l.wk, &mut s.acts, &mut s.k)?;
-        ops::matmul(&l.wv, &mut s.acts, &mut s.v)?;
+        l.qkv
+            .project(&mut s.acts, n, &mut s.qkv, &mut s.q, &mut s.k, &mut s.v)?;
         // QK-norm: rmsnorm over each head of q and k
         ops::rms_norm(&mut s.q[..n * qd], &l.q_norm, eps);
         ops::rms_norm(&mut s.k[..n * kd], &l.k_norm, eps);

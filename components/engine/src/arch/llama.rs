@@ -1,29 +1,30 @@
 //! Llama (Llama 2/3, SmolLM, Mistral-style dense models): a port of llama.cpp's
-//! `llama_model_llama` (src/models/llama.cpp).
+//! `llama_model_llama` (src/models/llama.cpp). Qwen 2 runs through here too: llama.cpp's
+//! `llama_model_qwen2` is this graph with Q/K/V biases (which `Qkv` reads where present) and
+//! NeoX RoPE.
 //!
-//! Per layer: RMSNorm → Q/K/V projections → RoPE (adjacent pairs; Llama 3 frequency factors from
-//! `rope_freqs.weight`) → grouped-query causal attention → output projection → residual; then
-//! RMSNorm → SwiGLU feed-forward → residual. Final RMSNorm and the (possibly tied) output matrix.
+//! Per layer: RMSNorm → Q/K/V projections → RoPE (adjacent pairs for llama, halves for Qwen 2;
+//! Llama 3 frequency factors from `rope_freqs.weight`) → grouped-query causal attention → output
+//! projection → residual; then RMSNorm → SwiGLU feed-forward → residual. Final RMSNorm and the
+//! (possibly tied) output matrix.
 
 use crate::Result;
 use crate::gguf::names::Tn;
-use crate::model::hparams::{HParams, RopeType};
+use crate::model::hparams::HParams;
 use crate::model::ops::{self, AttnCfg, Rope};
-use crate::model::weights::{Layers, Loader, Matrix};
+use crate::model::weights::{Layers, Loader, Matrix, Qkv};
 use crate::model::{Model, Rows, State, output_head};
 
 /// One transformer block.
 pub(crate) struct Layer {
     /// `[n_embd]`
     attn_norm: Vec<f32>,
-    /// `[n_embd] → [n_head * head_dim]`
-    wq: Matrix,
-    /// `[n_embd] → [n_head_kv * head_dim]`
-    wk: Matrix,
-    /// `[n_embd] → [n_head_kv * head_dim]`
-    wv: Matrix,
-    /// `[n_head * head_dim] → [n_embd]`
+    /// `[n_embd] → [n_head * head_dim]`, `[n_head_kv * head_dim]` ×2 (separate or fused;
+    /// optional biases)
+    qkv: Qkv,
+    /// `[n_head * head_dim] → [n_embd]`, optional bias
     wo: Matrix,
+    wo_b: Option<Vec<f32>>,
     /// `[n_embd]`
     ffn_norm: Vec<f32>,
     /// `[n_embd] → [n_ff]`
@@ -49,10 +50,9 @@ pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
         let name = |t: Tn| t.layer(il, "weight");
         Ok(Layer {
             attn_norm: ld.vector(&name(Tn::AttnNorm), d)?,
-            wq: ld.matrix(&name(Tn::AttnQ), d, hp.q_dim())?,
-            wk: ld.matrix(&name(Tn::AttnK), d, hp.k_dim())?,
-            wv: ld.matrix(&name(Tn::AttnV), d, hp.v_dim())?,
+            qkv: Qkv::load(ld, hp, il)?,
             wo: ld.matrix(&name(Tn::AttnOut), hp.attn_out_dim(), d)?,
+            wo_b: ld.opt_vector(&Tn::AttnOut.layer(il, "bias"), d)?,
             ffn_norm: ld.vector(&name(Tn::FfnNorm), d)?,
             ffn_gate: ld.matrix(&name(Tn::FfnGate), d, ff)?,
             ffn_up: ld.matrix(&name(Tn::FfnUp), d, ff)?,
@@ -63,13 +63,14 @@ pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
 }
 
 /// The RoPE of layer `il` (the same for all layers).
-pub(crate) fn rope<'w>(hp: &HParams, w: &'w Weights, _il: usize) -> Rope<'w> {
+pub(crate) fn rope<'w>(hp: &HParams, w: &'w Weights, _il: usize, _n_ctx: usize) -> Rope<'w> {
     Rope {
         n_rot: hp.n_rot,
-        ty: RopeType::Normal,
+        ty: hp.rope_type,
         freq_base: hp.rope_freq_base,
         freq_scale: hp.rope_freq_scale,
         factors: w.rope_freqs.as_deref(),
+        attn_factor: hp.rope_attn_factor,
     }
 }
 
@@ -85,12 +86,12 @@ pub(crate) fn forward(
     logits: &mut [f32],
 ) -> Result<()> {
     let hp = m.hparams();
-    let State { kv, s } = st;
+    let State { kv, s, flash } = st;
     let n = tokens.len();
     let (d, hd, nr, ff) = (hp.n_embd, hp.head_dim_k, hp.n_rot, hp.n_ff);
     let (qd, kd, vd, ad) = (hp.q_dim(), hp.k_dim(), hp.v_dim(), hp.attn_out_dim());
     let eps = hp.rms_eps;
-    let rope = rope(hp, w, 0);
+    let rope = rope(hp, w, 0, kv.n_ctx());
     let attn = AttnCfg {
         n_head: hp.n_head,
         n_head_kv: hp.n_head_kv,
@@ -99,6 +100,7 @@ pub(crate) fn forward(
         kq_scale: hp.attn_scale, // 1/sqrt(head_dim)
         softcap: None,
         window: 0,
+        flash: *flash,
     };
 
     // x = embeddings of the tokens: [n, d]
@@ -114,9 +116,8 @@ pub(crate) fn forward(
         ops::rms_norm_to(&s.x[..n * d], &l.attn_norm, eps, &mut s.xn);
         // q = xn·Wq: [n, n_head*hd]; k = xn·Wk, v = xn·Wv: [n, n_head_kv*hd]
         s.acts.set(&s.xn, n, d)?;
-        ops::matmul(&l.wq, &mut s.acts, &mut s.q)?;
-        ops::matmul(&l.wk, &mut s.acts, &mut s.k)?;
-        ops::matmul(&l.wv, &mut s.acts, &mut s.v)?;
+        l.qkv
+            .project(&mut s.acts, n, &mut s.qkv, &mut s.q, &mut s.k, &mut s.v)?;
         // rotate every head of q and k by its token's position
         for t in 0..n {
             let cs = &s.rope[t * nr..(t + 1) * nr];
@@ -130,6 +131,9 @@ pub(crate) fn forward(
         // x += att·Wo: [n, d]
         s.acts.set(&s.att, n, ad)?;
         ops::matmul(&l.wo, &mut s.acts, &mut s.o)?;
+        if let Some(b) = &l.wo_b {
+            ops::add_bias(&mut s.o[..n * d], b);
+        }
         ops::add_assign(&mut s.x[..n * d], &s.o[..n * d]);
 
         // ---- feed-forward (SwiGLU) ----

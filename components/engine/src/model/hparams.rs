@@ -124,6 +124,11 @@ pub struct HParams {
     pub rope_freq_base_swa: f32,
     /// RoPE position scale of sliding-window layers.
     pub rope_freq_scale_swa: f32,
+    /// Magnitude factor on RoPE's cos and sin (`rope.scaling.attn_factor`, usually 1).
+    pub rope_attn_factor: f32,
+    /// The context the model was trained with before any RoPE extension (selects Phi-3's
+    /// long or short RoPE factors).
+    pub n_ctx_orig: usize,
     /// Sliding-window size in tokens; 0 when no layer uses one.
     pub n_swa: usize,
     /// Per layer: whether it attends through the sliding window.
@@ -238,6 +243,10 @@ impl HParams {
             }
         };
 
+        let rope_attn_factor = opt_f32(Kv::RopeScalingAttnFactor)?.unwrap_or(1.0);
+        check_positive("rope.scaling.attn_factor", rope_attn_factor)?;
+        let n_ctx_orig = opt_usize(Kv::RopeScalingOrigCtxLen)?.unwrap_or(n_ctx_train);
+
         // Per-architecture parts (load_arch_hparams).
         let mut n_swa = 0;
         let mut swa_layers = vec![false; n_layer];
@@ -307,6 +316,8 @@ impl HParams {
             rope_freq_scale,
             rope_freq_base_swa,
             rope_freq_scale_swa,
+            rope_attn_factor,
+            n_ctx_orig,
             n_swa,
             swa_layers,
             attn_scale,

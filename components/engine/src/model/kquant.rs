@@ -47,8 +47,8 @@ pub(crate) enum Path {
 struct Block {
     d: f32,
     dmin: f32,
-    /// Unsigned codes (Q6_K: 0..63, to be offset by -32).
-    q: [u8; QK_K],
+    /// The signed quants (Q6_K: code - 32; Q4_K/Q5_K: the unsigned code, 0..31).
+    q: [i8; QK_K],
     /// Sub-block scales (16 for Q6_K, 8 for Q4_K/Q5_K).
     scales: [i32; 16],
     /// Sub-block mins (Q4_K/Q5_K).
@@ -100,8 +100,8 @@ impl Block {
                             lo += ((qh[l] >> (2 * c)) & 1) << 4;
                             hi += ((qh[l] >> (2 * c + 1)) & 1) << 4;
                         }
-                        self.q[64 * c + l] = lo;
-                        self.q[64 * c + 32 + l] = hi;
+                        self.q[64 * c + l] = lo as i8;
+                        self.q[64 * c + 32 + l] = hi as i8;
                     }
                 }
             }
@@ -115,10 +115,11 @@ impl Block {
                     let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
                     let y = &mut self.q[128 * n..];
                     for l in 0..32 {
-                        y[l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
-                        y[l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
-                        y[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                        y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                        let c = |v: u8| v as i8 - 32;
+                        y[l] = c((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+                        y[l + 32] = c((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+                        y[l + 64] = c((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                        y[l + 96] = c((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
                     }
                 }
             }
@@ -137,26 +138,31 @@ impl Block {
                 a[5 + QK_K + 2 * i],
             ]))
         };
-        let dot = |start: usize, len: usize| -> i32 {
-            self.q[start..start + len]
-                .iter()
-                .zip(&qs[start..start + len])
-                .map(|(&w, &x)| i32::from(w) * i32::from(x as i8))
-                .sum()
-        };
         if ty == GgmlType::Q6_K {
             for (sb, v) in s.iter_mut().enumerate() {
-                *v = self.scales[sb] * (dot(16 * sb, 16) - 32 * bsum(sb));
+                // scale · Σ (q - 32)·a, the same integer as scale · (Σ q·a - 32·Σ a)
+                *v = self.scales[sb] * dot_i8::<16>(&self.q[16 * sb..], &qs[16 * sb..]);
             }
             16
         } else {
             for sb in 0..8 {
-                s[sb] = self.scales[sb] * dot(32 * sb, 32);
+                s[sb] = self.scales[sb] * dot_i8::<32>(&self.q[32 * sb..], &qs[32 * sb..]);
                 m[sb] = self.mins[sb] * (bsum(2 * sb) + bsum(2 * sb + 1));
             }
             8
         }
     }
+}
+
+/// `Σ w[i]·x[i]` over `N` signed bytes (`x` as stored in a Q8_K block), exactly.
+#[inline(always)]
+fn dot_i8<const N: usize>(w: &[i8], x: &[u8]) -> i32 {
+    let (w, x) = (&w[..N], &x[..N]);
+    let mut acc = 0i32;
+    for i in 0..N {
+        acc += i32::from(w[i]) * i32::from(x[i] as i8);
+    }
+    acc
 }
 
 /// `out[t][r] = w[r] · x[t]` along `path`; `x` holds `n` Q8_K rows of `w.n_cols` values; `tmp`

@@ -1,15 +1,17 @@
-//! The per-session key/value cache, preallocated for `n_ctx` positions, stored in f16 as
-//! llama.cpp's default cache is (`ggml_set_rows` of the f32 K/V into F16 tensors): rounding K and V
-//! where llama.cpp rounds them is part of matching its numbers.
+//! The per-session key/value cache, preallocated for `n_ctx` positions.
+//!
+//! llama.cpp's default cache holds K and V in f16 (`ggml_set_rows` of the f32 K/V into F16
+//! tensors), and rounding them where llama.cpp rounds them is part of matching its numbers. Here
+//! the values are rounded to f16 on the way in but kept as f32: the same numbers, read without
+//! conversion by dot products that vectorize (twice the memory of f16 storage).
 //!
 //! Layout per layer, with cell index = position:
-//! - K: `[n_ctx][n_head_kv][head_dim_k]` — one contiguous f16 row per (position, head), the rows
+//! - K: `[n_ctx][n_head_kv][head_dim_k]` — one contiguous row per (position, head), the rows
 //!   `kq = K·q` walks.
 //! - V: `[n_head_kv][head_dim_v][n_ctx]` — transposed (llama.cpp's `v_trans` layout without flash
 //!   attention), so `kqv = V·p` is one contiguous dot product per output dimension.
 
-use super::ops::{F16, Rope, alloc, mul};
-use crate::quant::{self, GgmlType};
+use super::ops::{Rope, alloc, mul, round_f16};
 use crate::{Error, Result};
 
 /// Keys and values of every layer for up to `n_ctx` positions.
@@ -18,11 +20,10 @@ pub struct KvCache {
     n_head_kv: usize,
     head_dim_k: usize,
     head_dim_v: usize,
-    k: Vec<Vec<u8>>,
-    v: Vec<Vec<u8>>,
-    /// f16 staging for one token's values, or one key row during a shift.
-    tmp: Vec<u8>,
-    tmp_f32: Vec<f32>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// One key row during a shift, and its RoPE table.
+    tmp: Vec<f32>,
     rope_cache: Vec<f32>,
 }
 
@@ -30,25 +31,31 @@ pub struct KvCache {
 pub(crate) struct LayerKv<'a> {
     n_ctx: usize,
     n_head_kv: usize,
-    row_k: usize,
+    head_dim_k: usize,
     head_dim_v: usize,
-    k: &'a [u8],
-    v: &'a [u8],
+    k: &'a [f32],
+    v: &'a [f32],
 }
 
 impl LayerKv<'_> {
-    /// The f16 key of kv-head `g` at position `p` (`head_dim_k` values).
+    /// The key of kv-head `g` at position `p` (`head_dim_k` values).
     #[inline]
-    pub fn k_row(&self, p: usize, g: usize) -> &[u8] {
-        let hk = self.row_k;
+    pub fn k_row(&self, p: usize, g: usize) -> &[f32] {
+        let hk = self.head_dim_k;
         &self.k[(p * self.n_head_kv + g) * hk..][..hk]
     }
 
-    /// Dimension `d` of kv-head `g`'s values at positions `start..end`, f16.
+    /// Dimension `d` of kv-head `g`'s value at position `p`.
     #[inline]
-    pub fn v_row(&self, g: usize, d: usize, start: usize, end: usize) -> &[u8] {
+    pub fn v_at(&self, g: usize, d: usize, p: usize) -> f32 {
+        self.v[(g * self.head_dim_v + d) * self.n_ctx + p]
+    }
+
+    /// Dimension `d` of kv-head `g`'s values at positions `start..end`.
+    #[inline]
+    pub fn v_row(&self, g: usize, d: usize, start: usize, end: usize) -> &[f32] {
         let base = (g * self.head_dim_v + d) * self.n_ctx;
-        &self.v[(base + start) * F16..(base + end) * F16]
+        &self.v[base + start..base + end]
     }
 }
 
@@ -61,26 +68,17 @@ impl KvCache {
         head_dim_k: usize,
         head_dim_v: usize,
     ) -> Result<KvCache> {
-        let k_bytes = mul(
-            mul(mul(n_ctx, n_head_kv, "K cache")?, head_dim_k, "K cache")?,
-            F16,
-            "K cache",
-        )?;
-        let v_bytes = mul(
-            mul(mul(n_ctx, n_head_kv, "V cache")?, head_dim_v, "V cache")?,
-            F16,
-            "V cache",
-        )?;
+        let k_len = mul(mul(n_ctx, n_head_kv, "K cache")?, head_dim_k, "K cache")?;
+        let v_len = mul(mul(n_ctx, n_head_kv, "V cache")?, head_dim_v, "V cache")?;
         let mut k = Vec::new();
         let mut v = Vec::new();
         k.try_reserve_exact(n_layer)
             .and_then(|_| v.try_reserve_exact(n_layer))
             .map_err(|_| Error::OutOfMemory(format!("KV cache for {n_layer} layers")))?;
         for _ in 0..n_layer {
-            k.push(alloc(k_bytes, "K cache")?);
-            v.push(alloc(v_bytes, "V cache")?);
+            k.push(alloc(k_len, "K cache")?);
+            v.push(alloc(v_len, "V cache")?);
         }
-        let tmp_len = mul(n_head_kv, head_dim_v.max(head_dim_k), "KV staging")?;
         Ok(KvCache {
             n_ctx,
             n_head_kv,
@@ -88,8 +86,7 @@ impl KvCache {
             head_dim_v,
             k,
             v,
-            tmp: alloc(mul(tmp_len, F16, "KV staging")?, "KV staging")?,
-            tmp_f32: alloc(head_dim_k, "KV staging")?,
+            tmp: alloc(head_dim_k, "KV staging")?,
             rope_cache: alloc(head_dim_k, "KV staging")?,
         })
     }
@@ -101,14 +98,14 @@ impl KvCache {
 
     /// Bytes held by keys and values.
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(Vec::len).sum()
+        self.k.iter().chain(&self.v).map(|l| l.len() * 4).sum()
     }
 
     pub(crate) fn layer(&self, il: usize) -> LayerKv<'_> {
         LayerKv {
             n_ctx: self.n_ctx,
             n_head_kv: self.n_head_kv,
-            row_k: self.head_dim_k * F16,
+            head_dim_k: self.head_dim_k,
             head_dim_v: self.head_dim_v,
             k: &self.k[il],
             v: &self.v[il],
@@ -134,19 +131,16 @@ impl KvCache {
         }
         let kd = self.n_head_kv * self.head_dim_k;
         let vd = self.n_head_kv * self.head_dim_v;
-        let kc = &mut self.k[il];
-        quant::quantize_row(
-            GgmlType::F16,
-            &k[..n * kd],
-            &mut kc[pos0 * kd * F16..(pos0 + n) * kd * F16],
-        )?;
+        for (c, &x) in self.k[il][pos0 * kd..(pos0 + n) * kd]
+            .iter_mut()
+            .zip(&k[..n * kd])
+        {
+            *c = round_f16(x);
+        }
         let vc = &mut self.v[il];
         for t in 0..n {
-            let tmp = &mut self.tmp[..vd * F16];
-            quant::quantize_row(GgmlType::F16, &v[t * vd..(t + 1) * vd], tmp)?;
-            for (i, b) in tmp.chunks_exact(F16).enumerate() {
-                let at = (i * self.n_ctx + pos0 + t) * F16;
-                vc[at..at + F16].copy_from_slice(b);
+            for (i, &x) in v[t * vd..(t + 1) * vd].iter().enumerate() {
+                vc[i * self.n_ctx + pos0 + t] = round_f16(x);
             }
         }
         Ok(())
@@ -169,7 +163,7 @@ impl KvCache {
             )));
         }
         let (hk, hv, nkv) = (self.head_dim_k, self.head_dim_v, self.n_head_kv);
-        let krow = nkv * hk * F16;
+        let krow = nkv * hk;
         for il in 0..self.k.len() {
             let r = rope(il);
             if r.n_rot > hk {
@@ -182,22 +176,18 @@ impl KvCache {
             r.cache(-(n_discard as f32), cache);
             let kc = &mut self.k[il];
             kc.copy_within((n_keep + n_discard) * krow..n_past * krow, n_keep * krow);
-            for p in n_keep..n_past - n_discard {
-                for g in 0..nkv {
-                    let at = p * krow + g * hk * F16;
-                    let row = &mut kc[at..at + hk * F16];
-                    quant::dequantize_row(GgmlType::F16, row, &mut self.tmp_f32[..hk])?;
-                    r.apply(&mut self.tmp_f32[..hk], hk, cache);
-                    quant::quantize_row(GgmlType::F16, &self.tmp_f32[..hk], row)?;
+            for head in kc[n_keep * krow..(n_past - n_discard) * krow].chunks_exact_mut(hk) {
+                let tmp = &mut self.tmp[..hk];
+                tmp.copy_from_slice(head);
+                r.apply(tmp, hk, cache);
+                for (c, &x) in head.iter_mut().zip(tmp.iter()) {
+                    *c = round_f16(x);
                 }
             }
             let vc = &mut self.v[il];
             for i in 0..nkv * hv {
                 let base = i * self.n_ctx;
-                vc.copy_within(
-                    (base + n_keep + n_discard) * F16..(base + n_past) * F16,
-                    (base + n_keep) * F16,
-                );
+                vc.copy_within(base + n_keep + n_discard..base + n_past, base + n_keep);
             }
         }
         Ok(())

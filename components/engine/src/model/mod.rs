@@ -38,8 +38,45 @@ pub type SharedSource = Arc<dyn ByteSource + Send + Sync>;
 
 /// The per-architecture weights.
 pub(crate) enum ArchWeights {
+    /// Llama and Qwen 2 (the same graph).
     Llama(arch::llama::Weights),
+    Qwen3(arch::qwen3::Weights),
+    Phi3(arch::phi3::Weights),
+    Gemma(arch::gemma::Weights),
+    Gemma2(arch::gemma2::Weights),
     Gemma3(arch::gemma3::Weights),
+}
+
+/// Runs `$body` with `$a` naming the architecture's module and `$w` its weights.
+macro_rules! with_arch {
+    ($weights:expr, |$a:ident, $w:ident| $body:expr) => {
+        match $weights {
+            ArchWeights::Llama($w) => {
+                use crate::arch::llama as $a;
+                $body
+            }
+            ArchWeights::Qwen3($w) => {
+                use crate::arch::qwen3 as $a;
+                $body
+            }
+            ArchWeights::Phi3($w) => {
+                use crate::arch::phi3 as $a;
+                $body
+            }
+            ArchWeights::Gemma($w) => {
+                use crate::arch::gemma as $a;
+                $body
+            }
+            ArchWeights::Gemma2($w) => {
+                use crate::arch::gemma2 as $a;
+                $body
+            }
+            ArchWeights::Gemma3($w) => {
+                use crate::arch::gemma3 as $a;
+                $body
+            }
+        }
+    };
 }
 
 /// A model ready to run: hyperparameters and weights.
@@ -50,10 +87,14 @@ pub struct Model {
     src: SharedSource,
     pub(crate) tok_embd: Matrix,
     output: Option<Matrix>,
+    output_b: Option<Vec<f32>>,
     pub(crate) output_norm: Vec<f32>,
     pub(crate) weights: ArchWeights,
     /// Activation types the matrices need (their `vec_dot_type`s).
     act_types: Vec<GgmlType>,
+    /// Widest fused Q/K/V projection (0 if none), and widest gate (or fused gate+up) output.
+    fused_qkv_width: usize,
+    ffn_width: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -72,32 +113,37 @@ impl Model {
             src: &*src,
             gguf: &gguf,
             act_types: Vec::new(),
+            fused_qkv_width: 0,
+            ffn_width: hp.n_ff,
         };
         let d = hp.n_embd;
         let tok_embd = ld.matrix(&Tn::TokenEmbd.weight(), d, hp.n_vocab)?;
         let output_norm = ld.vector(&Tn::OutputNorm.weight(), d)?;
         // Tied embeddings: llama.cpp falls back to token_embd when output.weight is absent.
         let output = ld.opt_matrix(&Tn::Output.weight(), d, hp.n_vocab)?;
+        let output_b = ld.opt_vector(&format!("{}.bias", Tn::Output.pattern()), hp.n_vocab)?;
         let weights = match hp.arch {
-            Arch::Llama => ArchWeights::Llama(arch::llama::load(&mut ld, &hp)?),
+            Arch::Llama | Arch::Qwen2 => ArchWeights::Llama(arch::llama::load(&mut ld, &hp)?),
+            Arch::Qwen3 => ArchWeights::Qwen3(arch::qwen3::load(&mut ld, &hp)?),
+            Arch::Phi3 => ArchWeights::Phi3(arch::phi3::load(&mut ld, &hp)?),
+            Arch::Gemma => ArchWeights::Gemma(arch::gemma::load(&mut ld, &hp)?),
+            Arch::Gemma2 => ArchWeights::Gemma2(arch::gemma2::load(&mut ld, &hp)?),
             Arch::Gemma3 => ArchWeights::Gemma3(arch::gemma3::load(&mut ld, &hp)?),
-            a => {
-                return Err(Error::Unsupported(format!(
-                    "architecture {:?}: no forward pass yet",
-                    a.name()
-                )));
-            }
         };
-        let act_types = ld.act_types;
+        let (act_types, fused_qkv_width, ffn_width) =
+            (ld.act_types, ld.fused_qkv_width, ld.ffn_width);
         Ok(Model {
             hp,
             gguf,
             src,
             tok_embd,
             output,
+            output_b,
             output_norm,
             weights,
             act_types,
+            fused_qkv_width,
+            ffn_width,
         })
     }
 
@@ -142,6 +188,10 @@ pub struct SessionOptions {
     pub context_shift: bool,
     /// Tokens at the start that a context shift never drops (e.g. BOS and a system prompt).
     pub n_keep: usize,
+    /// Attend as llama.cpp does with flash attention on (the default of llama-cli,
+    /// llama-server and llama-perplexity on the CPU) rather than off (llama-cpp-python's
+    /// default). Mathematically the same; the roundings differ.
+    pub flash_attn: bool,
 }
 
 impl Default for SessionOptions {
@@ -150,6 +200,7 @@ impl Default for SessionOptions {
             n_ctx: 4096,
             context_shift: false,
             n_keep: 0,
+            flash_attn: false,
         }
     }
 }
@@ -211,6 +262,8 @@ pub(crate) struct Scratch {
     pub x: Vec<f32>,
     /// Normalized input of a block `[n, n_embd]`.
     pub xn: Vec<f32>,
+    /// Output of fused Q/K/V projections `[n, q_dim + k_dim + v_dim]` (empty if none are fused).
+    pub qkv: Vec<f32>,
     /// Queries, keys, values `[n, q_dim]`, `[n, k_dim]`, `[n, v_dim]`.
     pub q: Vec<f32>,
     pub k: Vec<f32>,
@@ -231,23 +284,25 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    fn new(hp: &HParams, nb: usize, n_ctx: usize, act_types: &[GgmlType]) -> Result<Scratch> {
+    fn new(m: &Model, nb: usize, n_ctx: usize) -> Result<Scratch> {
+        let hp = &m.hp;
         let buf = |w: usize, what: &str| -> Result<Vec<f32>> { alloc(mul(nb, w, what)?, what) };
         let max_k = hp.n_embd.max(hp.attn_out_dim()).max(hp.n_ff);
         Ok(Scratch {
             x: buf(hp.n_embd, "residual")?,
             xn: buf(hp.n_embd, "normed")?,
+            qkv: buf(m.fused_qkv_width, "fused projections")?,
             q: buf(hp.q_dim(), "queries")?,
             k: buf(hp.k_dim(), "keys")?,
             v: buf(hp.v_dim(), "values")?,
             att: buf(hp.attn_out_dim(), "attention output")?,
             o: buf(hp.n_embd, "projection")?,
-            gate: buf(hp.n_ff, "ffn gate")?,
+            gate: buf(m.ffn_width, "ffn gate")?,
             up: buf(hp.n_ff, "ffn up")?,
             rope: buf(hp.n_rot, "rope table")?,
             rope_swa: buf(hp.n_rot, "rope table")?,
-            acts: Acts::new(nb, max_k, act_types)?,
-            attn: AttnScratch::new(n_ctx, hp.head_dim_k)?,
+            acts: Acts::new(nb, max_k, &m.act_types)?,
+            attn: AttnScratch::new(n_ctx, hp.head_dim_k, hp.head_dim_v)?,
         })
     }
 }
@@ -304,7 +359,7 @@ impl Session {
             hp.head_dim_k,
             hp.head_dim_v,
         )?;
-        let scratch = Scratch::new(hp, n_batch, n_ctx, &model.act_types)?;
+        let scratch = Scratch::new(&model, n_batch, n_ctx)?;
         let logits = alloc(hp.n_vocab, "logits")?;
         Ok(Session {
             model,
@@ -417,15 +472,17 @@ impl Session {
             let st = &mut State {
                 kv: &mut self.kv,
                 s: &mut self.scratch,
+                flash: self.opts.flash_attn,
             };
-            match &m.weights {
-                ArchWeights::Llama(w) => {
-                    arch::llama::forward(m, w, st, chunk, self.n_past, which, out)?
-                }
-                ArchWeights::Gemma3(w) => {
-                    arch::gemma3::forward(m, w, st, chunk, self.n_past, which, out)?
-                }
-            }
+            with_arch!(&m.weights, |a, w| a::forward(
+                m,
+                w,
+                st,
+                chunk,
+                self.n_past,
+                which,
+                out
+            ))?;
             self.n_past += chunk.len();
         }
         self.n_logit_rows = rows;
@@ -458,25 +515,21 @@ impl Session {
                     self.n_past, self.n_ctx
                 )));
             }
-            let m = &*self.model;
-            match &m.weights {
-                ArchWeights::Llama(w) => self.kv.shift(self.n_past, keep, n_discard, |il| {
-                    arch::llama::rope(&m.hp, w, il)
-                })?,
-                ArchWeights::Gemma3(w) => self.kv.shift(self.n_past, keep, n_discard, |il| {
-                    arch::gemma3::rope(&m.hp, w, il)
-                })?,
-            }
+            let (m, n_ctx, n_past) = (&*self.model, self.n_ctx, self.n_past);
+            let kv = &mut self.kv;
+            with_arch!(&m.weights, |a, w| kv
+                .shift(n_past, keep, n_discard, |il| a::rope(&m.hp, w, il, n_ctx)))?;
             self.n_past -= n_discard;
         }
         Ok(())
     }
 }
 
-/// What a forward step mutates: the session's cache and buffers.
+/// What a forward step mutates: the session's cache and buffers (and how it attends).
 pub(crate) struct State<'a> {
     pub kv: &'a mut KvCache,
     pub s: &'a mut Scratch,
+    pub flash: bool,
 }
 
 #[cfg(test)]
@@ -506,5 +559,8 @@ pub(crate) fn output_head(
     );
     s.acts.set(&s.xn, n_out, d)?;
     ops::matmul(m.output(), &mut s.acts, logits)?;
+    if let Some(b) = &m.output_b {
+        ops::add_bias(&mut logits[..n_out * m.hp.n_vocab], b);
+    }
     Ok(n_out)
 }

@@ -13,9 +13,6 @@ use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
 use std::sync::OnceLock;
 
-/// Bytes per f16 value.
-pub(crate) const F16: usize = 2;
-
 fn oom(what: &str, n: usize) -> Error {
     Error::OutOfMemory(format!("{what}: {n} elements"))
 }
@@ -152,6 +149,15 @@ pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// Adds `bias` to each row of `x` (rows of `bias.len()`), as `ggml_add` broadcasts it.
+pub(crate) fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
 /// `x += y`, elementwise.
 pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -203,8 +209,11 @@ pub(crate) struct Rope<'a> {
     pub freq_base: f32,
     /// Linear position scale.
     pub freq_scale: f32,
-    /// Per-frequency divisors (`rope_freqs.weight`, Llama 3 scaling), `n_rot / 2` of them.
+    /// Per-frequency divisors (`rope_freqs.weight`, Llama 3 scaling; Phi-3's long/short
+    /// factors), `n_rot / 2` of them.
     pub factors: Option<&'a [f32]>,
+    /// Magnitude factor on cos and sin (`rope.scaling.attn_factor`, usually 1).
+    pub attn_factor: f32,
 }
 
 impl Rope<'_> {
@@ -217,8 +226,8 @@ impl Rope<'_> {
         for i0 in (0..self.n_rot).step_by(2) {
             let ff = self.factors.map_or(1.0, |f| f[i0 / 2]);
             let t = self.freq_scale * (theta / ff);
-            out[i0] = t.cos();
-            out[i0 + 1] = t.sin();
+            out[i0] = t.cos() * self.attn_factor;
+            out[i0 + 1] = t.sin() * self.attn_factor;
             theta *= theta_scale;
         }
     }
@@ -303,7 +312,9 @@ pub(crate) fn expf(x: f32) -> f32 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
     // _mm512_scalef_ps(p, n) = p * 2^n, rounded once.
-    (f64::from(p) * 2f64.powi(n as i32)) as f32
+    // 2^n built from its bits: n is an integer in -192..=192.
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(p) * two_n) as f32
 }
 
 /// Sum of 16 lanes in the order of GCC's `_mm512_reduce_add_ps` (halves, then quarters, …).
@@ -316,16 +327,6 @@ fn reduce16(v: &[f32; 16]) -> f32 {
     let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
     let (a, b) = (t4[0] + t4[2], t4[1] + t4[3]);
     a + b
-}
-
-/// ggml's f16 → f32 conversion table (`ggml_table_f32_f16`): one load per value.
-fn f16_table() -> &'static [f32] {
-    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|i| half::f16::from_bits(i).to_f32())
-            .collect()
-    })
 }
 
 /// How llama.cpp's CPU backend sums an f16 dot product in an attention `mul_mat`: llamafile's
@@ -343,33 +344,58 @@ enum DotOrder {
     VecPadded,
 }
 
-/// Dot product of two f16 rows (little-endian bytes) in `order`. `offset` is the index in
+/// `x` rounded to the nearest f16 (ties to even), as an f32.
+#[inline]
+pub(crate) fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Dot product of two rows of f16 values (held in f32) in `order`. `offset` is the index in
 /// llama.cpp's row of the first value given (a multiple of 16 for [`DotOrder::Tiny`], of 64 for
 /// [`DotOrder::Vec`]); earlier values are zero there, so skipping them changes no sum.
 #[inline]
-fn dot_f16(a: &[u8], b: &[u8], offset: usize, order: DotOrder, table: &[f32]) -> f32 {
-    let n = a.len() / F16;
-    let val = |r: &[u8], i: usize| table[usize::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]))];
+fn dot_f16(a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
+    let n = a.len();
+    let b = &b[..n];
+    debug_assert!(offset.is_multiple_of(16));
+    // Whole groups of 16 lanes, then the rest (lanes 0.. of one more group).
+    let whole = n / 16 * 16;
+    let mad = |acc: &mut [f32; 16], x: &[f32], y: &[f32]| {
+        for l in 0..x.len() {
+            acc[l] += x[l] * y[l];
+        }
+    };
+    let groups = a[..whole].chunks_exact(16).zip(b[..whole].chunks_exact(16));
     match order {
         DotOrder::Tiny => {
             let mut acc = [0f32; 16];
-            for i in 0..n {
-                acc[(offset + i) & 15] += val(a, i) * val(b, i);
+            for (x, y) in groups {
+                mad(&mut acc, x, y);
             }
+            mad(&mut acc, &a[whole..], &b[whole..]);
             reduce16(&acc)
         }
         DotOrder::Vec | DotOrder::VecPadded => {
-            // Values past the last whole 64 of llama.cpp's row are the tail.
-            let end = offset + n;
+            // Values past the last whole 64 of llama.cpp's row are the tail (none if padded).
             let np = if order == DotOrder::VecPadded {
                 n
             } else {
-                (end & !63).max(offset) - offset
+                ((offset + n) & !63).max(offset) - offset
             };
             let mut acc = [[0f32; 16]; 4];
-            for i in 0..np {
-                let p = offset + i;
-                acc[(p >> 4) & 3][p & 15] += val(a, i) * val(b, i);
+            let g0 = offset / 16;
+            for (c, (x, y)) in groups.enumerate() {
+                if 16 * c >= np {
+                    break;
+                }
+                mad(&mut acc[(g0 + c) & 3], x, y);
+            }
+            if np > whole {
+                mad(
+                    &mut acc[(g0 + whole / 16) & 3],
+                    &a[whole..np],
+                    &b[whole..np],
+                );
             }
             let mut x = [0f32; 16];
             for l in 0..16 {
@@ -377,7 +403,7 @@ fn dot_f16(a: &[u8], b: &[u8], offset: usize, order: DotOrder, table: &[f32]) ->
             }
             let mut sum = f64::from(reduce16(&x));
             for i in np..n {
-                sum += f64::from(val(a, i) * val(b, i));
+                sum += f64::from(a[i] * b[i]);
             }
             sum as f32
         }
@@ -453,21 +479,26 @@ pub(crate) struct AttnCfg {
     /// Sliding window (`LLAMA_SWA_TYPE_STANDARD`): key at `p0` is visible from `p1` iff
     /// `p1 - p0 < window`; 0 for full causal attention.
     pub window: usize,
+    /// Compute as llama.cpp's flash-attention kernels do ([`attention_flash`]).
+    pub flash: bool,
 }
 
 /// Per-session buffers for [`attention`].
 pub(crate) struct AttnScratch {
-    q16: Vec<u8>,
+    /// One query head rounded to f16.
+    q16: Vec<f32>,
     scores: Vec<f32>,
-    p16: Vec<u8>,
+    /// Attention weights rounded to f16.
+    p16: Vec<f32>,
 }
 
 impl AttnScratch {
-    pub fn new(n_ctx: usize, head_dim_k: usize) -> Result<AttnScratch> {
+    pub fn new(n_ctx: usize, head_dim_k: usize, head_dim_v: usize) -> Result<AttnScratch> {
         Ok(AttnScratch {
-            q16: alloc(mul(head_dim_k, F16, "query")?, "query")?,
-            scores: alloc(n_ctx, "attention scores")?,
-            p16: alloc(mul(n_ctx, F16, "attention weights")?, "attention weights")?,
+            q16: alloc(head_dim_k, "query")?,
+            // Also a flash-attention key tile, or the f16 running sum of one head.
+            scores: alloc(n_ctx.max(FA_TILE_KV).max(head_dim_v), "attention scores")?,
+            p16: alloc(n_ctx, "attention weights")?,
         })
     }
 }
@@ -491,9 +522,25 @@ pub(crate) fn attention(
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
+    if cfg.flash {
+        attention_flash(cfg, kv, q, pos0, n, s, out)
+    } else {
+        attention_plain(cfg, kv, q, pos0, n, s, out)
+    }
+}
+
+/// [`attention`] without flash attention.
+fn attention_plain(
+    cfg: &AttnCfg,
+    kv: &LayerKv<'_>,
+    q: &[f32],
+    pos0: usize,
+    n: usize,
+    s: &mut AttnScratch,
+    out: &mut [f32],
+) -> Result<()> {
     let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
-    let table = f16_table();
     let order = if n == 1 {
         DotOrder::Vec
     } else {
@@ -512,7 +559,7 @@ pub(crate) fn attention(
         for h in 0..cfg.n_head {
             let g = h / group;
             let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
-            quant::quantize_row(GgmlType::F16, qh, &mut s.q16[..hk * F16])?;
+            round_f16_into(qh, &mut s.q16[..hk]);
 
             // scores = softcap(K·q) * scale, masked keys -inf
             let scores = &mut s.scores[..n_kv];
@@ -522,7 +569,7 @@ pub(crate) fn attention(
                     *sc = f32::NEG_INFINITY;
                     continue;
                 }
-                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk * F16], 0, order, table);
+                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk], 0, order);
                 if let Some(cap) = cfg.softcap {
                     v = (v * (1.0 / cap)).tanh() * cap;
                 }
@@ -544,24 +591,169 @@ pub(crate) fn attention(
             for v in scores.iter_mut() {
                 *v *= inv;
             }
-            quant::quantize_row(GgmlType::F16, scores, &mut s.p16[..n_kv * F16])?;
+            round_f16_into(scores, &mut s.p16[..n_kv]);
 
             // out = Σ_j p_j · V_j, one output dimension at a time over the transposed cache
             let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
             for (d, od) in o.iter_mut().enumerate() {
                 *od = dot_f16(
                     kv.v_row(g, d, first, p1 + 1),
-                    &s.p16[..n_kv * F16],
+                    &s.p16[..n_kv],
                     first,
                     if order == DotOrder::Vec {
                         DotOrder::VecPadded
                     } else {
                         order
                     },
-                    table,
                 );
             }
         }
     }
     Ok(())
+}
+
+/// llama.cpp's flash-attention tile sizes (`GGML_FA_TILE_Q`, `GGML_FA_TILE_KV`).
+const FA_TILE_Q: usize = 64;
+const FA_TILE_KV: usize = 64;
+
+/// [`attention`] as llama.cpp computes it with flash attention on (`ggml_flash_attn_ext` on the
+/// CPU, the default of llama-cli, llama-server and llama-perplexity): batches of 64 or more
+/// queries take the tiled kernel (`ggml_compute_forward_flash_attn_ext_tiled`: f32 queries, f32
+/// products, an online softmax over tiles of 64 keys), smaller ones the one-query kernel
+/// (`..._f16_one_chunk`: f16 queries, an online softmax per key, values accumulated in f16).
+fn attention_flash(
+    cfg: &AttnCfg,
+    kv: &LayerKv<'_>,
+    q: &[f32],
+    pos0: usize,
+    n: usize,
+    s: &mut AttnScratch,
+    out: &mut [f32],
+) -> Result<()> {
+    let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
+    let group = cfg.n_head / cfg.n_head_kv;
+    // The op's scale, with the soft-cap folded in as ggml does.
+    let (scale, cap) = match cfg.softcap {
+        Some(c) => (cfg.kq_scale / c, c),
+        None => (cfg.kq_scale, 0.0),
+    };
+    let tiled = n >= FA_TILE_Q;
+    for t in 0..n {
+        let p1 = pos0 + t;
+        let start = if cfg.window > 0 {
+            (p1 + 1).saturating_sub(cfg.window)
+        } else {
+            0
+        };
+        for h in 0..cfg.n_head {
+            let g = h / group;
+            let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
+            let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
+            if tiled {
+                // Online softmax over tiles of 64 keys; VKQ accumulates in f32 (`o`).
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                o.fill(0.0);
+                let kq = &mut s.scores[..FA_TILE_KV];
+                let mut tile = start - start % FA_TILE_KV;
+                while tile <= p1 {
+                    // kq = (q · k) * scale, soft-capped; masked keys -inf
+                    for (j, v) in kq.iter_mut().enumerate() {
+                        let p = tile + j;
+                        *v = if p < start || p > p1 {
+                            f32::NEG_INFINITY
+                        } else {
+                            let k = kv.k_row(p, g);
+                            let mut acc = 0f32;
+                            for (d, &x) in qh.iter().enumerate() {
+                                acc = fma(k[d], x, acc);
+                            }
+                            let mut v = acc * scale;
+                            if cap != 0.0 {
+                                v = v.tanh() * cap;
+                            }
+                            v
+                        };
+                    }
+                    let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let m_new = m.max(tile_max);
+                    if m_new > m {
+                        let ms = (m - m_new).exp();
+                        scale_in_place(o, ms);
+                        sum *= ms;
+                    }
+                    m = m_new;
+                    // p = e^(kq - m) per lane group; S += their f64 sum
+                    let mut tile_sum = 0f64;
+                    for chunk in kq.chunks_mut(16) {
+                        let mut lanes = [0f32; 16];
+                        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+                            *v = expf(*v - m);
+                            *l = *v;
+                        }
+                        tile_sum += f64::from(reduce16(&lanes));
+                    }
+                    sum = (f64::from(sum) + tile_sum) as f32;
+                    // VKQ += p · V
+                    for (j, &p) in kq.iter().enumerate() {
+                        let pos = tile + j;
+                        if pos < start || pos > p1 {
+                            continue; // p == 0: fma(v, 0, acc) == acc
+                        }
+                        for (d, od) in o.iter_mut().enumerate() {
+                            *od = fma(kv.v_at(g, d, pos), p, *od);
+                        }
+                    }
+                    tile += FA_TILE_KV;
+                }
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                scale_in_place(o, inv);
+            } else {
+                // One key at a time; q and the running VKQ in f16.
+                round_f16_into(qh, &mut s.q16[..hk]);
+                let vkq = &mut s.scores[..hv];
+                vkq.fill(0.0);
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for p in start..=p1 {
+                    let mut v = dot_f16(kv.k_row(p, g), &s.q16[..hk], 0, DotOrder::Vec) * scale;
+                    if cap != 0.0 {
+                        v = cap * v.tanh();
+                    }
+                    let (mut ms, mut vs) = (1f32, 1f32);
+                    if v > m {
+                        let m_old = m;
+                        m = v;
+                        ms = (m_old - m).exp();
+                        for y in vkq.iter_mut() {
+                            *y = round_f16(*y * ms);
+                        }
+                    } else {
+                        vs = (v - m).exp();
+                    }
+                    for (d, y) in vkq.iter_mut().enumerate() {
+                        *y = round_f16(fma(kv.v_at(g, d, p), vs, *y));
+                    }
+                    sum = fma(sum, ms, vs); // `S = S*ms + vs`, contracted by GCC
+                }
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                for (od, &y) in o.iter_mut().zip(vkq.iter()) {
+                    *od = y * inv;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `x *= s` (`ggml_vec_scale_f32`).
+fn scale_in_place(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
+/// `dst = src` rounded to f16 (the conversion ggml makes before f16 dot products).
+fn round_f16_into(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = round_f16(x);
+    }
 }

@@ -130,6 +130,10 @@ pub(crate) struct Loader<'a> {
     pub gguf: &'a Gguf,
     /// The `vec_dot_type` of every matrix loaded so far (activations get quantized to these).
     pub act_types: Vec<GgmlType>,
+    /// Widest fused Q/K/V projection loaded (0 if none).
+    pub fused_qkv_width: usize,
+    /// Widest FFN gate (or fused gate+up) output: `n_ff` unless an architecture says more.
+    pub ffn_width: usize,
 }
 
 impl Loader<'_> {
@@ -238,5 +242,109 @@ impl Loader<'_> {
             None => Ok(None),
             Some(_) => self.vector(name, n).map(Some),
         }
+    }
+}
+
+/// The Q, K and V projections of one layer, stored separately or fused into one `attn_qkv`
+/// matrix, each with an optional bias (llama.cpp's `create_tensor_qkv` and `build_qkv`).
+pub(crate) struct Qkv {
+    /// `[n_embd] → [q_dim + k_dim + v_dim]`, when fused.
+    fused: Option<(Matrix, Option<Vec<f32>>)>,
+    /// `[n_embd] → [q_dim]`, `[k_dim]`, `[v_dim]` with biases, when separate.
+    split: Option<[(Matrix, Option<Vec<f32>>); 3]>,
+    /// `[q_dim, k_dim, v_dim]`.
+    dims: [usize; 3],
+}
+
+impl Qkv {
+    /// Reads layer `il`'s projections: `attn_qkv` if present, else `attn_q`/`attn_k`/`attn_v`.
+    pub fn load(ld: &mut Loader<'_>, hp: &super::HParams, il: usize) -> Result<Qkv> {
+        use crate::gguf::names::Tn;
+        let d = hp.n_embd;
+        let (qd, kd, vd) = (hp.q_dim(), hp.k_dim(), hp.v_dim());
+        let total = qd + kd + vd;
+        if let Some(w) = ld.opt_matrix(&Tn::AttnQkv.layer(il, "weight"), d, total)? {
+            let b = ld.opt_vector(&Tn::AttnQkv.layer(il, "bias"), total)?;
+            // Fused weights may come with separate biases (legacy files): concatenate them.
+            let b = match b {
+                Some(b) => Some(b),
+                None => {
+                    let parts = [(Tn::AttnQ, qd), (Tn::AttnK, kd), (Tn::AttnV, vd)]
+                        .map(|(t, n)| ld.opt_vector(&t.layer(il, "bias"), n));
+                    match parts {
+                        [Ok(Some(q)), Ok(Some(k)), Ok(Some(v))] => Some([q, k, v].concat()),
+                        [a, b, c] => {
+                            a?;
+                            b?;
+                            c?;
+                            None
+                        }
+                    }
+                }
+            };
+            ld.fused_qkv_width = ld.fused_qkv_width.max(total);
+            return Ok(Qkv {
+                fused: Some((w, b)),
+                split: None,
+                dims: [qd, kd, vd],
+            });
+        }
+        let mut one = |t: Tn, n: usize| -> Result<(Matrix, Option<Vec<f32>>)> {
+            Ok((
+                ld.matrix(&t.layer(il, "weight"), d, n)?,
+                ld.opt_vector(&t.layer(il, "bias"), n)?,
+            ))
+        };
+        Ok(Qkv {
+            fused: None,
+            split: Some([
+                one(Tn::AttnQ, qd)?,
+                one(Tn::AttnK, kd)?,
+                one(Tn::AttnV, vd)?,
+            ]),
+            dims: [qd, kd, vd],
+        })
+    }
+
+    /// `q, k, v = x·Wq + bq, x·Wk + bk, x·Wv + bv` for the `n` rows in `x`; `fused` is scratch
+    /// of `n * fused_width()` values when the projections are fused.
+    pub fn project(
+        &self,
+        x: &mut super::ops::Acts,
+        n: usize,
+        fused: &mut [f32],
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &mut [f32],
+    ) -> Result<()> {
+        use super::ops::{add_bias, matmul};
+        if let Some((w, b)) = &self.fused {
+            let total = w.n_rows;
+            matmul(w, x, fused)?;
+            if let Some(b) = b {
+                add_bias(&mut fused[..n * total], b);
+            }
+            // Split each row [q | k | v] (ggml views of the fused output).
+            let [qd, kd, vd] = self.dims;
+            for t in 0..n {
+                let row = &fused[t * total..(t + 1) * total];
+                q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                k[t * kd..(t + 1) * kd].copy_from_slice(&row[qd..qd + kd]);
+                v[t * vd..(t + 1) * vd].copy_from_slice(&row[qd + kd..]);
+            }
+            return Ok(());
+        }
+        let Some(parts) = &self.split else {
+            return Err(Error::InvalidModel(
+                "layer without Q/K/V projections".into(),
+            ));
+        };
+        for ((w, b), out) in parts.iter().zip([q, k, v]) {
+            matmul(w, x, out)?;
+            if let Some(b) = b {
+                add_bias(&mut out[..n * w.n_rows], b);
+            }
+        }
+        Ok(())
     }
 }

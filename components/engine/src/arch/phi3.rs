@@ -1,0 +1,171 @@
+//! Phi-3: a port of llama.cpp's `llama_model_phi3` (src/models/phi3.cpp).
+//!
+//! Llama's pre-norm block with fused projections: one `attn_qkv` matrix for Q, K and V (separate
+//! ones are read too) and one `ffn_up` matrix giving gate and up side by side; NeoX RoPE with the
+//! "long" or "short" frequency factors of the file (long when the session's context exceeds the
+//! original training context) and `rope.scaling.attn_factor`; queries scaled by 1/sqrt(head_dim)
+//! before attention.
+
+use crate::Result;
+use crate::gguf::names::Tn;
+use crate::model::hparams::HParams;
+use crate::model::ops::{self, AttnCfg, Rope};
+use crate::model::weights::{Layers, Loader, Matrix, Qkv};
+use crate::model::{Model, Rows, State, output_head};
+
+/// One transformer block.
+pub(crate) struct Layer {
+    /// `[n_embd]`
+    attn_norm: Vec<f32>,
+    /// `[n_embd] → [n_head * head_dim]`, `[n_head_kv * head_dim]` ×2 (separate or fused;
+    /// optional biases)
+    qkv: Qkv,
+    /// `[n_head * head_dim] → [n_embd]`, optional bias
+    wo: Matrix,
+    wo_b: Option<Vec<f32>>,
+    /// `[n_embd]`
+    ffn_norm: Vec<f32>,
+    /// `[n_embd] → [2 * n_ff]`: gate, then up
+    ffn_up: Matrix,
+    /// `[n_ff] → [n_embd]`
+    ffn_down: Matrix,
+}
+
+/// Phi-3's weights besides the embeddings and head.
+pub(crate) struct Weights {
+    layers: Layers<Layer>,
+    /// LongRoPE frequency divisors `[n_rot / 2]` for long and short contexts, if any.
+    rope_long: Option<Vec<f32>>,
+    rope_short: Option<Vec<f32>>,
+}
+
+/// Reads the tensors of `load_arch_tensors`, checking every shape.
+pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
+    let (d, ff) = (hp.n_embd, hp.n_ff);
+    let rope_long = ld.opt_vector(&Tn::RopeFactorsLong.weight(), hp.n_rot / 2)?;
+    let rope_short = ld.opt_vector(&Tn::RopeFactorsShort.weight(), hp.n_rot / 2)?;
+    // The fused gate+up output is twice as wide as the hidden layer.
+    ld.ffn_width = ld.ffn_width.max(2 * ff);
+    let layers = Layers::load_all(hp.n_layer, |il| {
+        let name = |t: Tn| t.layer(il, "weight");
+        Ok(Layer {
+            attn_norm: ld.vector(&name(Tn::AttnNorm), d)?,
+            qkv: Qkv::load(ld, hp, il)?,
+            wo: ld.matrix(&name(Tn::AttnOut), hp.attn_out_dim(), d)?,
+            wo_b: ld.opt_vector(&Tn::AttnOut.layer(il, "bias"), d)?,
+            ffn_norm: ld.vector(&name(Tn::FfnNorm), d)?,
+            ffn_up: ld.matrix(&name(Tn::FfnUp), d, 2 * ff)?,
+            ffn_down: ld.matrix(&name(Tn::FfnDown), ff, d)?,
+        })
+    })?;
+    Ok(Weights {
+        layers,
+        rope_long,
+        rope_short,
+    })
+}
+
+/// The RoPE of layer `il` in a context of `n_ctx` (`llama_model::get_rope_factors`).
+pub(crate) fn rope<'w>(hp: &HParams, w: &'w Weights, _il: usize, n_ctx: usize) -> Rope<'w> {
+    let factors = if n_ctx > hp.n_ctx_orig {
+        w.rope_long.as_deref()
+    } else {
+        w.rope_short.as_deref()
+    };
+    Rope {
+        n_rot: hp.n_rot,
+        ty: hp.rope_type,
+        freq_base: hp.rope_freq_base,
+        freq_scale: hp.rope_freq_scale,
+        factors,
+        attn_factor: hp.rope_attn_factor,
+    }
+}
+
+/// Runs `tokens` (at positions `pos0..`) through the model, appending their keys and values to
+/// the cache and writing the logits of `rows` to `logits`.
+pub(crate) fn forward(
+    m: &Model,
+    w: &Weights,
+    st: &mut State<'_>,
+    tokens: &[u32],
+    pos0: usize,
+    rows: Rows,
+    logits: &mut [f32],
+) -> Result<()> {
+    let hp = m.hparams();
+    let State { kv, s, flash } = st;
+    let n = tokens.len();
+    let (d, hd, nr, ff) = (hp.n_embd, hp.head_dim_k, hp.n_rot, hp.n_ff);
+    let (qd, kd, vd, ad) = (hp.q_dim(), hp.k_dim(), hp.v_dim(), hp.attn_out_dim());
+    let eps = hp.rms_eps;
+    let rope = rope(hp, w, 0, kv.n_ctx());
+    let attn = AttnCfg {
+        n_head: hp.n_head,
+        n_head_kv: hp.n_head_kv,
+        head_dim_k: hd,
+        head_dim_v: hp.head_dim_v,
+        kq_scale: 1.0, // q is pre-scaled below
+        softcap: None,
+        window: 0,
+        flash: *flash,
+    };
+
+    // x = embeddings of the tokens: [n, d]
+    m.embed(tokens, &mut s.x[..n * d])?;
+    // cos/sin of each position: [n, n_rot]
+    rope.table(pos0, n, &mut s.rope[..n * nr]);
+
+    for il in 0..hp.n_layer {
+        let l = w.layers.get(il)?;
+
+        // ---- self-attention ----
+        // xn = rmsnorm(x) * attn_norm: [n, d]
+        ops::rms_norm_to(&s.x[..n * d], &l.attn_norm, eps, &mut s.xn);
+        // q = xn·Wq: [n, n_head*hd]; k = xn·Wk, v = xn·Wv: [n, n_head_kv*hd]
+        s.acts.set(&s.xn, n, d)?;
+        l.qkv
+            .project(&mut s.acts, n, &mut s.qkv, &mut s.q, &mut s.k, &mut s.v)?;
+        // rotate every head of q and k by its token's position
+        for t in 0..n {
+            let cs = &s.rope[t * nr..(t + 1) * nr];
+            rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, cs);
+            rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, cs);
+        }
+        // q *= 1/sqrt(hd)
+        ops::scale(&mut s.q[..n * qd], hp.attn_scale);
+        // cache k and v (as f16) at positions pos0..pos0+n
+        kv.store(il, pos0, n, &s.k[..n * kd], &s.v[..n * vd])?;
+        // att = softmax(q·Kᵀ + causal mask)·V: [n, n_head*hd]
+        ops::attention(&attn, &kv.layer(il), &s.q, pos0, n, &mut s.attn, &mut s.att)?;
+        // x += att·Wo: [n, d]
+        s.acts.set(&s.att, n, ad)?;
+        ops::matmul(&l.wo, &mut s.acts, &mut s.o)?;
+        if let Some(b) = &l.wo_b {
+            ops::add_bias(&mut s.o[..n * d], b);
+        }
+        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d]);
+
+        // ---- feed-forward (SwiGLU) ----
+        // xn = rmsnorm(x) * ffn_norm: [n, d]
+        ops::rms_norm_to(&s.x[..n * d], &l.ffn_norm, eps, &mut s.xn);
+        // [gate | up] = xn·Wup: [n, 2*ff]
+        s.acts.set(&s.xn, n, d)?;
+        ops::matmul(&l.ffn_up, &mut s.acts, &mut s.gate)?;
+        // h = silu(gate) * up: [n, ff] (ggml_swiglu on the fused halves)
+        for t in 0..n {
+            let (g, u) = s.gate[t * 2 * ff..(t + 1) * 2 * ff].split_at(ff);
+            let h = &mut s.up[t * ff..(t + 1) * ff];
+            h.copy_from_slice(g);
+            ops::swiglu(h, u);
+        }
+        // x += h·Wdown: [n, d]
+        s.acts.set(&s.up, n, ff)?;
+        ops::matmul(&l.ffn_down, &mut s.acts, &mut s.o)?;
+        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d]);
+    }
+
+    // logits = rmsnorm(x) * output_norm · Wout: [rows, n_vocab]
+    output_head(m, s, n, rows, logits)?;
+    Ok(())
+}
