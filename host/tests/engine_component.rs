@@ -14,16 +14,14 @@ use chord_host::{Error, LoadOptions, Runtime, RuntimeOptions};
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
-/// Where the test models are (`$CHORD_MODELS_DIR`, default /work/models).
-fn model_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CHORD_MODELS_DIR").unwrap_or_else(|| "/work/models".into());
-    let path = PathBuf::from(dir).join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: set CHORD_MODELS_DIR",
-        path.display()
-    );
-    path
+/// The test models, fetched through `chord pull`'s code on first use and cached.
+fn model_path(file: &str) -> PathBuf {
+    let name = match file {
+        SMOLLM2 => "smollm2-135m-instruct",
+        GEMMA3 => "gemma3-270m",
+        other => panic!("no known model for {other}"),
+    };
+    chord_host::pull::resolve_model(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// A fresh directory under the system temp dir.
