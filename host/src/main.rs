@@ -4,9 +4,13 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use chord_engine::chat::{ChatTemplate, Message};
+use chord_engine::generate::{Finish, GenerateOptions, Generation};
 use chord_engine::gguf::Gguf;
 use chord_engine::info::ModelSummary;
+use chord_engine::model::{Model, SessionOptions};
 use chord_engine::quant::GgmlType;
+use chord_engine::sample::SamplerOptions;
 use chord_engine::tokenizer::Tokenizer;
 use chord_host::pull::{self, Cache, DEFAULT_MODEL, KNOWN_MODELS};
 use chord_host::synth::{SynthSpec, write_synth};
@@ -25,6 +29,8 @@ enum Command {
     Pull(PullArgs),
     /// Show a model's architecture, hyperparameters, parameter count and tensor types.
     Info(InfoArgs),
+    /// Generate text from a prompt (or stdin), streaming it to stdout; a timing line goes to stderr.
+    Run(RunArgs),
     /// Tokenize TEXT (or all of stdin, verbatim) with a model's tokenizer and print the token ids.
     Tokenize(TokenizeArgs),
     /// Write a synthetic llama model with seeded random weights (for tests and benchmarks).
@@ -36,6 +42,48 @@ struct InfoArgs {
     /// A .gguf path or a model name that `chord pull` knows.
     model: String,
     /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// The prompt; without it, stdin is read. Special-token text in it is parsed.
+    #[arg(long, short)]
+    prompt: Option<String>,
+    /// Wrap the prompt in the model's chat template (as one user turn).
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat.
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    n_predict: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: i32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed (the same seed and options give the same text).
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Stop when this text is generated (repeatable); it is not printed.
+    #[arg(long = "stop")]
+    stops: Vec<String>,
+    /// Context window in tokens.
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// One JSON object per line per token, then a summary object.
     #[arg(long)]
     json: bool,
 }
@@ -108,6 +156,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull(args),
         Command::Info(args) => info(args),
+        Command::Run(args) => run(args),
         Command::Tokenize(args) => tokenize(args),
         Command::Synth(args) => synth(args),
     };
@@ -214,6 +263,100 @@ fn info(args: InfoArgs) -> Result<()> {
     for (k, v) in &s.hyperparameters {
         println!("  {k:<40} {v}");
     }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    use std::io::Write as _;
+    let path = pull::resolve_model(&args.model)?;
+    let prompt = match args.prompt {
+        Some(p) => p,
+        None => std::io::read_to_string(std::io::stdin())?,
+    };
+    let at = |e: chord_engine::Error| anyhow::anyhow!("{}: {e}", path.display());
+    let file =
+        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let src: chord_engine::model::SharedSource = std::sync::Arc::new(file);
+    let gguf = Gguf::read(&*src).map_err(at)?;
+    let tok = Tokenizer::from_gguf(&gguf).map_err(at)?;
+    let text = if args.chat {
+        let template = ChatTemplate::from_gguf(&gguf).map_err(at)?;
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(Message::new("system", system.as_str()));
+        }
+        messages.push(Message::new("user", prompt.as_str()));
+        let piece = |id: Option<u32>| {
+            id.and_then(|i| tok.token_text(i).ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        template.render(&messages, true, &piece(tok.bos()), &piece(tok.eos()))?
+    } else {
+        prompt
+    };
+    // Special tokens added per metadata, special-token text parsed: a pre-rendered template works.
+    let ids = tok.tokenize(&text, true, true)?;
+    let model = std::sync::Arc::new(Model::load(src.clone(), gguf).map_err(at)?);
+    let mut session = model.new_session(SessionOptions {
+        n_ctx: args.ctx,
+        ..SessionOptions::default()
+    })?;
+    let mut sampler = SamplerOptions {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        ..SamplerOptions::default()
+    };
+    if let Some(seed) = args.seed {
+        sampler.seed = seed;
+    }
+    let opts = GenerateOptions {
+        sampler,
+        max_tokens: Some(args.n_predict),
+        stops: args.stops,
+    };
+    let mut generation = Generation::new(&mut session, &tok, &ids, &opts)?;
+    let mut out = std::io::stdout().lock();
+    let mut finish = Finish::Length;
+    while let Some(step) = generation.step()? {
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"id": step.id, "text": step.text})
+            )?;
+        } else {
+            write!(out, "{}", step.text)?;
+        }
+        out.flush()?;
+        if let Some(f) = step.finish {
+            finish = f;
+        }
+    }
+    let u = generation.usage();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"done": true, "finish": finish.as_str(), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms})
+        )?;
+    } else {
+        writeln!(out)?;
+    }
+    let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    eprintln!(
+        "prompt {} tokens in {:.0} ms ({:.1} tok/s), generated {} tokens in {:.0} ms ({:.1} tok/s), finish: {}",
+        u.prompt_tokens,
+        u.prefill_ms,
+        rate(u.prompt_tokens, u.prefill_ms),
+        u.completion_tokens,
+        u.decode_ms,
+        rate(u.completion_tokens.saturating_sub(1), u.decode_ms),
+        finish.as_str()
+    );
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 mod arch;
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod info;
 pub mod model;

@@ -271,6 +271,7 @@ fn to_wit_error(e: EngineError) -> wit::Error {
         EngineError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         EngineError::Store(m) => wit::Error::Store(m),
         EngineError::OutOfMemory(m) => wit::Error::OutOfMemory(m),
+        EngineError::ContextFull(m) => wit::Error::ContextFull(m),
     }
 }
 
