@@ -12,8 +12,9 @@ cargo build -p chord-engine --target wasm32-wasip2 --release
 cargo build -p chord-host --release
 
 echo "== models (fetched once, verified, cached)"
-smollm2=$(./target/release/chord pull smollm2-135m-instruct -q)
-./target/release/chord pull gemma3-270m -q >/dev/null
+chord="${CARGO_TARGET_DIR:-target}/release/chord"
+smollm2=$("$chord" pull smollm2-135m-instruct -q)
+"$chord" pull gemma3-270m -q >/dev/null
 # Engine-crate tests that read the real GGUFs look here.
 export CHORD_MODELS_DIR="$(dirname "$smollm2")"
 
