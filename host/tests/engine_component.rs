@@ -295,19 +295,65 @@ fn bad_files_are_errors_not_traps() {
 }
 
 #[test]
-fn exports_not_implemented_yet_say_so() {
-    // Tokenize and sessions are not wired yet: the host sees `unsupported`, not a trap. This test
-    // changes when they land.
+fn tokenizer_and_chat_template_match_the_native_engine() {
+    // The component's tokenizer and template are the engine's, built at load inside the guest:
+    // the same text must give the same tokens, pieces, text and prompt as the native library.
     let mut rt = runtime();
-    let model = rt
-        .load_model(&model_path(SMOLLM2), &LoadOptions::default())
-        .unwrap();
-    let e = rt.tokenize(&model, "hello", true, false).unwrap_err();
-    assert!(
-        matches!(&e, Error::Unsupported(m) if m.contains("not implemented yet")),
-        "{e}"
-    );
-    assert!(rt.model_info(&model).is_ok());
+    for file in [SMOLLM2, GEMMA3] {
+        let path = model_path(file);
+        let model = rt.load_model(&path, &LoadOptions::default()).unwrap();
+        let g = native(&path);
+        let tok = chord_engine::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+        let text = "Hello, world! <|im_start|> 123 héllo\n\tthere";
+        for (add, parse) in [(true, false), (false, true), (true, true)] {
+            let ids = rt.tokenize(&model, text, add, parse).unwrap();
+            assert_eq!(ids, tok.tokenize(text, add, parse).unwrap(), "{file}");
+            for (rs, us) in [(false, false), (true, true)] {
+                let back = rt.detokenize(&model, &ids, rs, us).unwrap();
+                let native = tok.detokenize_bytes(&ids, rs, us).unwrap();
+                assert_eq!(back.as_bytes(), &native[..], "{file}");
+            }
+            for &id in &ids {
+                assert_eq!(
+                    rt.token_to_piece(&model, id, true).unwrap(),
+                    tok.token_to_piece(id, true).unwrap(),
+                    "{file}"
+                );
+            }
+        }
+        // Bad token ids are errors, not traps.
+        let e = rt.token_to_piece(&model, u32::MAX, true).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(rt.detokenize(&model, &[u32::MAX], false, false).is_err());
+
+        let msgs = [
+            ("system".to_owned(), "Be brief.".to_owned()),
+            ("user".to_owned(), "Hi!".to_owned()),
+        ];
+        let prompt = rt.apply_chat_template(&model, &msgs, true, None).unwrap();
+        let native_msgs: Vec<_> = msgs
+            .iter()
+            .map(|(r, c)| chord_engine::chat::Message::new(r, c))
+            .collect();
+        let bos = tok.bos().map(|b| tok.token_text(b).unwrap()).unwrap_or("");
+        let eos = tok.eos().map(|b| tok.token_text(b).unwrap()).unwrap_or("");
+        let native = chord_engine::chat::ChatTemplate::from_gguf(&g)
+            .unwrap()
+            .render(&native_msgs, true, bos, eos)
+            .unwrap();
+        assert_eq!(prompt, native, "{file}");
+        let chatml = rt
+            .apply_chat_template(&model, &msgs, false, Some("chatml"))
+            .unwrap();
+        assert!(
+            chatml.contains("<|im_start|>user\nHi!<|im_end|>"),
+            "{chatml}"
+        );
+        let e = rt
+            .apply_chat_template(&model, &msgs, false, Some("{% if %}"))
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidModel(_)), "{e}");
+    }
 }
 
 #[test]

@@ -4,16 +4,18 @@
 //! through the `chord:memory64-store` import. Three sections: the byte source over the store, the
 //! exports, and (at the end) every conversion between engine and WIT types.
 //!
-//! Exports that the engine cannot serve yet all go through [`not_yet`], so wiring the tokenizer,
-//! sessions and generation means replacing those calls.
+//! Exports that the engine cannot serve yet all go through [`not_yet`], so wiring sessions and
+//! generation means replacing those calls.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 
+use crate::chat::{ChatTemplate, Message};
 use crate::gguf::names::{Kv, Tn};
 use crate::gguf::{Array, Value};
 use crate::gguf::{ByteSource, Gguf};
 use crate::info::ModelSummary;
+use crate::tokenizer::Tokenizer;
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -104,6 +106,12 @@ struct Model {
     summary: ModelSummary,
     hyperparameters: wit::Hyperparameters,
     special_tokens: wit::SpecialTokens,
+    /// The tokenizer, built once at load; a model whose vocabulary the engine cannot read still
+    /// loads (its info is useful), and the tokenizer's error is returned by every call needing it.
+    tokenizer: Result<Tokenizer, String>,
+    /// The model's chat template (its own or a built-in), compiled once at load; like the
+    /// tokenizer, a template that does not compile fails only the calls that need it.
+    chat_template: Result<ChatTemplate, String>,
     /// Kept for the forward pass (weights are read through it); only the header is read today.
     #[allow(dead_code)]
     source: Rc<StoreSource>,
@@ -138,16 +146,60 @@ impl Model {
         let context_length = options
             .context_length
             .unwrap_or(hyperparameters.context_length);
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| e.to_string());
+        let chat_template = ChatTemplate::from_gguf(&gguf).map_err(|e| e.to_string());
         Ok(Model {
             gguf,
             summary,
             hyperparameters,
             special_tokens,
+            tokenizer,
+            chat_template,
             source,
             devices: chord::compute::compute::devices(),
             context_length,
             options,
         })
+    }
+
+    fn tokenizer(&self) -> Result<&Tokenizer, EngineError> {
+        self.tokenizer
+            .as_ref()
+            .map_err(|e| EngineError::Unsupported(format!("no usable tokenizer: {e}")))
+    }
+
+    /// `messages` rendered with the model's template, or with `template` (Jinja source or a
+    /// built-in name) when given.
+    fn apply_chat_template(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        template: Option<&str>,
+    ) -> Result<String, EngineError> {
+        let own;
+        let t = match template {
+            Some(src) => {
+                let arch = self.gguf.architecture()?;
+                own = ChatTemplate::for_model(Some(src), arch, |_| false)?;
+                &own
+            }
+            None => self
+                .chat_template
+                .as_ref()
+                .map_err(|e| EngineError::InvalidModel(e.clone()))?,
+        };
+        // The template sees the BOS/EOS texts; a model without a tokenizer gives it empty ones.
+        let text = |id: Option<u32>| -> &str {
+            match (self.tokenizer.as_ref(), id) {
+                (Ok(tok), Some(id)) => tok.token_text(id).unwrap_or(""),
+                _ => "",
+            }
+        };
+        let (bos, eos) = match self.tokenizer.as_ref() {
+            Ok(tok) => (text(tok.bos()), text(tok.eos())),
+            Err(_) => ("", ""),
+        };
+        t.render(messages, add_generation_prompt, bos, eos)
     }
 }
 
@@ -164,33 +216,42 @@ impl wit::GuestModel for Model {
 
     fn tokenize(
         &self,
-        _text: String,
-        _add_special: bool,
-        _parse_special: bool,
+        text: String,
+        add_special: bool,
+        parse_special: bool,
     ) -> Result<Vec<wit::TokenId>, wit::Error> {
-        Err(not_yet("tokenize"))
+        self.tokenizer()
+            .and_then(|t| t.tokenize(&text, add_special, parse_special))
+            .map_err(to_wit_error)
     }
 
     fn detokenize(
         &self,
-        _tokens: Vec<wit::TokenId>,
-        _remove_special: bool,
-        _unparse_special: bool,
+        tokens: Vec<wit::TokenId>,
+        remove_special: bool,
+        unparse_special: bool,
     ) -> Result<String, wit::Error> {
-        Err(not_yet("detokenize"))
+        self.tokenizer()
+            .and_then(|t| t.detokenize_bytes(&tokens, remove_special, unparse_special))
+            .map(lossy_utf8)
+            .map_err(to_wit_error)
     }
 
-    fn token_to_piece(&self, _token: wit::TokenId, _special: bool) -> Result<Vec<u8>, wit::Error> {
-        Err(not_yet("token-to-piece"))
+    fn token_to_piece(&self, token: wit::TokenId, special: bool) -> Result<Vec<u8>, wit::Error> {
+        self.tokenizer()
+            .and_then(|t| t.token_to_piece(token, special).map(<[u8]>::to_vec))
+            .map_err(to_wit_error)
     }
 
     fn apply_chat_template(
         &self,
-        _messages: Vec<wit::ChatMessage>,
-        _add_generation_prompt: bool,
-        _template: Option<String>,
+        messages: Vec<wit::ChatMessage>,
+        add_generation_prompt: bool,
+        template: Option<String>,
     ) -> Result<String, wit::Error> {
-        Err(not_yet("apply-chat-template"))
+        let messages: Vec<Message> = messages.into_iter().map(chat_message).collect();
+        Model::apply_chat_template(self, &messages, add_generation_prompt, template.as_deref())
+            .map_err(to_wit_error)
     }
 
     fn new_session(&self, _options: wit::SessionOptions) -> Result<wit::Session, wit::Error> {
@@ -269,9 +330,23 @@ fn to_wit_error(e: EngineError) -> wit::Error {
         EngineError::InvalidModel(m) => wit::Error::InvalidModel(m),
         EngineError::Unsupported(m) => wit::Error::Unsupported(m),
         EngineError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
+        EngineError::ContextFull(m) => wit::Error::ContextFull(m),
         EngineError::Store(m) => wit::Error::Store(m),
         EngineError::OutOfMemory(m) => wit::Error::OutOfMemory(m),
         EngineError::ContextFull(m) => wit::Error::ContextFull(m),
+    }
+}
+
+fn chat_message(m: wit::ChatMessage) -> Message {
+    Message::new(m.role, m.content)
+}
+
+/// Text for the WIT `string` the tokenizer's bytes become: a multi-byte character cut at a token
+/// boundary turns into U+FFFD, as llama.cpp's `common_detokenize` callers see it.
+fn lossy_utf8(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
