@@ -380,7 +380,7 @@ fn model_info(m: &Model) -> wit::ModelInfo {
                     .gguf
                     .tensors
                     .iter()
-                    .filter(|t| t.ty.name() == name)
+                    .filter(|t| t.ty.name().eq_ignore_ascii_case(name))
                     .map(|t| t.size)
                     .sum(),
             })
