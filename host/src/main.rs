@@ -201,13 +201,33 @@ fn pull(args: PullArgs) -> Result<()> {
     Ok(())
 }
 
+/// A model argument resolved to a file, opened, and its header parsed; errors name the file.
+struct OpenModel {
+    path: std::path::PathBuf,
+    src: chord_engine::model::SharedSource,
+    gguf: Gguf,
+}
+
+impl OpenModel {
+    fn open(arg: &str) -> Result<Self> {
+        let path = pull::resolve_model(arg)?;
+        let file =
+            std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let src: chord_engine::model::SharedSource = std::sync::Arc::new(file);
+        let gguf = Gguf::read(&*src).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(OpenModel { path, src, gguf })
+    }
+
+    /// Prefixes an engine error with the model's path.
+    fn at(&self, e: chord_engine::Error) -> anyhow::Error {
+        anyhow::anyhow!("{}: {e}", self.path.display())
+    }
+}
+
 fn info(args: InfoArgs) -> Result<()> {
-    let path = pull::resolve_model(&args.model)?;
-    let file =
-        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let gguf = Gguf::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let s =
-        ModelSummary::from_gguf(&gguf).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let m = OpenModel::open(&args.model)?;
+    let (path, gguf) = (&m.path, &m.gguf);
+    let s = ModelSummary::from_gguf(gguf).map_err(|e| m.at(e))?;
     if args.json {
         let v = serde_json::json!({
             "path": path,
@@ -268,16 +288,12 @@ fn info(args: InfoArgs) -> Result<()> {
 
 fn run(args: RunArgs) -> Result<()> {
     use std::io::Write as _;
-    let path = pull::resolve_model(&args.model)?;
+    let OpenModel { path, src, gguf } = OpenModel::open(&args.model)?;
     let prompt = match args.prompt {
         Some(p) => p,
         None => std::io::read_to_string(std::io::stdin())?,
     };
     let at = |e: chord_engine::Error| anyhow::anyhow!("{}: {e}", path.display());
-    let file =
-        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let src: chord_engine::model::SharedSource = std::sync::Arc::new(file);
-    let gguf = Gguf::read(&*src).map_err(at)?;
     let tok = Tokenizer::from_gguf(&gguf).map_err(at)?;
     let text = if args.chat {
         let template = ChatTemplate::from_gguf(&gguf).map_err(at)?;
@@ -361,7 +377,7 @@ fn run(args: RunArgs) -> Result<()> {
 }
 
 fn tokenize(args: TokenizeArgs) -> Result<()> {
-    let path = pull::resolve_model(&args.model)?;
+    let m = OpenModel::open(&args.model)?;
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -370,11 +386,7 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
             String::from_utf8(buf).map_err(|_| anyhow::anyhow!("stdin is not valid UTF-8"))?
         }
     };
-    let file =
-        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let gguf = Gguf::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let tok =
-        Tokenizer::from_gguf(&gguf).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(&m.gguf).map_err(|e| m.at(e))?;
     let ids = tok.tokenize(&text, !args.no_add_special, args.parse_special)?;
     if args.json {
         println!("{}", serde_json::to_string(&ids)?);
