@@ -9,4 +9,7 @@ pub mod store;
 pub mod synth;
 
 pub use error::{Error, Result};
-pub use runtime::{LoadOptions, ModelHandle, Runtime, RuntimeOptions};
+pub use runtime::{
+    FinishReason, GenerationHandle, LoadOptions, ModelHandle, PositionLogits, Runtime,
+    RuntimeOptions, SamplerOptions, SessionHandle, SessionOptions, Token, Usage,
+};

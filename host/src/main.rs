@@ -1,24 +1,28 @@
 //! `chord`: the wasm-chord command line.
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use chord_engine::chat::{ChatTemplate, Message};
-use chord_engine::generate::{Finish, GenerateOptions, Generation};
-use chord_engine::gguf::Gguf;
-use chord_engine::info::ModelSummary;
-use chord_engine::model::{Model, SessionOptions};
 use chord_engine::quant::GgmlType;
-use chord_engine::sample::SamplerOptions;
-use chord_engine::tokenizer::Tokenizer;
 use chord_host::pull::{self, Cache, DEFAULT_MODEL, KNOWN_MODELS};
+use chord_host::runtime::{MetadataValue, ModelInfo, install_ctrlc_handler};
 use chord_host::synth::{SynthSpec, write_synth};
+use chord_host::{
+    FinishReason, GenerationHandle, LoadOptions, ModelHandle, Runtime, RuntimeOptions,
+    SamplerOptions, SessionHandle, SessionOptions,
+};
 
 /// wasm-chord: run quantized GGUF language models inside a WebAssembly component.
 #[derive(Parser)]
 #[command(name = "chord", version)]
 struct Cli {
+    /// Most memory the engine (the wasm guest) may grow to: bytes, or with a K/M/G/T suffix.
+    #[arg(long, global = true, default_value = "4G", value_parser = parse_bytes)]
+    max_guest_memory: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +35,12 @@ enum Command {
     Info(InfoArgs),
     /// Generate text from a prompt (or stdin), streaming it to stdout; a timing line goes to stderr.
     Run(RunArgs),
+    /// Chat interactively: one user turn per line of stdin; earlier turns stay in the context.
+    Chat(ChatArgs),
+    /// Score a token sequence: per position, the top logits and the log-sum-exp, as JSON lines.
+    Logits(LogitsArgs),
+    /// Perplexity of a text file, by llama-perplexity's method.
+    Perplexity(PerplexityArgs),
     /// Tokenize TEXT (or all of stdin, verbatim) with a model's tokenizer and print the token ids.
     Tokenize(TokenizeArgs),
     /// Write a synthetic llama model with seeded random weights (for tests and benchmarks).
@@ -60,30 +70,154 @@ struct RunArgs {
     /// System message for --chat.
     #[arg(long)]
     system: Option<String>,
-    /// Tokens to generate at most.
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    context: ContextArgs,
+    /// One JSON object per line per token, then a summary object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// System message of the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    context: ContextArgs,
+}
+
+/// Sampling options shared by `run` and `chat` (llama.cpp's defaults).
+#[derive(Args)]
+struct SamplingArgs {
+    /// Tokens to generate at most (per turn, for chat).
     #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
-    n_predict: usize,
+    n_predict: u32,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
+    /// Keep the K most likely tokens (0: all).
     #[arg(long, default_value_t = 40)]
-    top_k: i32,
+    top_k: u32,
+    /// Keep the most likely tokens up to this probability mass (1: all).
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
+    /// Drop tokens less likely than this times the most likely one (0: none).
     #[arg(long, default_value_t = 0.05)]
     min_p: f32,
+    /// Penalise recently seen tokens (1: off).
     #[arg(long, default_value_t = 1.0)]
     repeat_penalty: f32,
-    /// Random seed (the same seed and options give the same text).
+    /// How many recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: u32,
+    /// Subtracted per occurrence of a recent token.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Subtracted once for any recent token.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Random seed (the same seed and options give the same text); default: a random one.
     #[arg(long)]
     seed: Option<u32>,
     /// Stop when this text is generated (repeatable); it is not printed.
     #[arg(long = "stop")]
     stops: Vec<String>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> SamplerOptions {
+        SamplerOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias: Vec::new(),
+            seed: self.seed.map(u64::from),
+            max_tokens: Some(self.n_predict),
+            stop: self.stops.clone(),
+            ignore_eos: self.ignore_eos,
+        }
+    }
+}
+
+/// Context options shared by the commands that run the model.
+#[derive(Args)]
+struct ContextArgs {
     /// Context window in tokens.
     #[arg(long, default_value_t = 4096)]
-    ctx: usize,
-    /// One JSON object per line per token, then a summary object.
+    ctx: u32,
+    /// When the context is full, drop the oldest tokens (after --keep) and go on.
+    #[arg(long)]
+    context_shift: bool,
+    /// Tokens at the start that a context shift keeps.
+    #[arg(long, default_value_t = 0)]
+    keep: u32,
+    /// Attend as llama.cpp's flash-attention path does (same mathematics, other roundings).
+    #[arg(long)]
+    flash_attn: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// The token ids, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
+    tokens: Vec<u32>,
+    /// Text to score instead of --tokens (special tokens added and parsed, as `run` does).
+    #[arg(long, short)]
+    prompt: Option<String>,
+    /// How many of the largest logits to print per position.
+    #[arg(long, default_value_t = 8)]
+    top_k: u32,
+    /// Attend as llama.cpp's flash-attention path does.
+    #[arg(long)]
+    flash_attn: bool,
+    /// One JSON object per position: {"pos":i,"top":[[id,logit],...],"lse":x}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// The text file.
+    #[arg(long, short)]
+    file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, default_value_t = 512)]
+    ctx: u32,
+    /// Tokens per forward step; default: what llama-perplexity's default batches give each
+    /// chunk (ctx / 4, at most 512), which sets the same roundings.
+    #[arg(long)]
+    batch: Option<u32>,
+    /// Attend with llama.cpp's plain path instead of its flash-attention path (which
+    /// llama-perplexity uses by default on the CPU).
+    #[arg(long)]
+    no_flash_attn: bool,
+    /// Print one JSON object: {"ppl":x,"tokens":n,"chunks":c,...}.
     #[arg(long)]
     json: bool,
 }
@@ -153,20 +287,62 @@ struct PullArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mem = cli.max_guest_memory;
     let result = match cli.command {
         Command::Pull(args) => pull(args),
-        Command::Info(args) => info(args),
-        Command::Run(args) => run(args),
-        Command::Tokenize(args) => tokenize(args),
+        Command::Info(args) => info(args, mem),
+        Command::Run(args) => run(args, mem),
+        Command::Chat(args) => chat(args, mem),
+        Command::Logits(args) => logits(args, mem),
+        Command::Perplexity(args) => perplexity(args, mem),
+        Command::Tokenize(args) => tokenize(args, mem),
         Command::Synth(args) => synth(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chord: error: {e:#}");
-            ExitCode::FAILURE
+            // Whatever was printed is already flushed (every write is followed by a flush).
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<chord_host::Error>())
+                .map_or(1, chord_host::Error::exit_code);
+            if code == 130 {
+                eprintln!("\nchord: interrupted");
+            } else {
+                eprintln!("chord: error: {e:#}");
+            }
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
+}
+
+/// `4G`, `512M`, `64k`, or a plain byte count.
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix in `{s}` (use K, M, G or T)")),
+            };
+            (&t[..i], 1u64 << shift)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 4G, 512M, 1048576)"))?;
+    let bytes = n
+        .checked_mul(mul)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("`{s}` is less than 1M, too little for any model"));
+    }
+    Ok(bytes)
 }
 
 fn pull(args: PullArgs) -> Result<()> {
@@ -201,169 +377,202 @@ fn pull(args: PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// A model argument resolved to a file, opened, and its header parsed; errors name the file.
-struct OpenModel {
-    path: std::path::PathBuf,
-    src: chord_engine::model::SharedSource,
-    gguf: Gguf,
+/// The engine component with one model loaded: what every model command starts from.
+struct Engine {
+    rt: Runtime,
+    model: ModelHandle,
+    path: PathBuf,
 }
 
-impl OpenModel {
-    fn open(arg: &str) -> Result<Self> {
+impl Engine {
+    /// Resolves `arg` (path, known name or URL), starts the component with `mem` bytes of guest
+    /// memory at most, loads the model, and makes Ctrl-C interrupt the engine.
+    fn open(arg: &str, mem: u64, load: &LoadOptions) -> Result<Engine> {
         let path = pull::resolve_model(arg)?;
-        let file =
-            std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let src: chord_engine::model::SharedSource = std::sync::Arc::new(file);
-        let gguf = Gguf::read(&*src).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(OpenModel { path, src, gguf })
+        let mut rt = Runtime::new(RuntimeOptions {
+            memory_limit: mem,
+            ..RuntimeOptions::default()
+        })?;
+        install_ctrlc_handler(rt.interrupt_handle())?;
+        let model = rt
+            .load_model(&path, load)
+            .with_context(|| path.display().to_string())?;
+        Ok(Engine { rt, model, path })
     }
 
-    /// Prefixes an engine error with the model's path.
-    fn at(&self, e: chord_engine::Error) -> anyhow::Error {
-        anyhow::anyhow!("{}: {e}", self.path.display())
+    /// Adds the model's path to an error of the engine.
+    fn at<T>(&self, r: chord_host::Result<T>) -> Result<T> {
+        r.with_context(|| self.path.display().to_string())
+    }
+
+    fn session(&mut self, opts: &SessionOptions) -> Result<SessionHandle> {
+        let r = self.rt.new_session(&self.model, opts);
+        self.at(r)
+    }
+
+    /// Text to tokens, special tokens added per metadata and special-token text parsed.
+    fn tokenize(&mut self, text: &str) -> Result<Vec<u32>> {
+        let r = self.rt.tokenize(&self.model, text, true, true);
+        self.at(r)
     }
 }
 
-fn info(args: InfoArgs) -> Result<()> {
-    let m = OpenModel::open(&args.model)?;
-    let (path, gguf) = (&m.path, &m.gguf);
-    let s = ModelSummary::from_gguf(gguf).map_err(|e| m.at(e))?;
+fn load_options(c: &ContextArgs) -> LoadOptions {
+    LoadOptions {
+        context_length: Some(c.ctx),
+        context_shift: c.context_shift,
+        ..LoadOptions::default()
+    }
+}
+
+fn session_options(c: &ContextArgs) -> SessionOptions {
+    SessionOptions {
+        keep_tokens: c.keep,
+        flash_attention: c.flash_attn,
+        ..SessionOptions::default()
+    }
+}
+
+fn info(args: InfoArgs, mem: u64) -> Result<()> {
+    let mut e = Engine::open(&args.model, mem, &LoadOptions::default())?;
+    let i = e.rt.model_info(&e.model)?;
+    let path = &e.path;
+    let hparams = arch_hyperparameters(&i);
+    let vocab = i.hyperparameters.vocab_size;
     if args.json {
         let v = serde_json::json!({
             "path": path,
-            "architecture": s.architecture,
-            "name": s.name,
-            "gguf_version": s.gguf_version,
-            "file_size": s.file_size,
-            "parameters": s.parameters,
-            "tensor_count": s.tensor_count,
-            "tensor_types": s.tensor_types.iter().map(|(t, n)| (t.clone(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
-            "hyperparameters": s.hyperparameters.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-            "tokenizer": s.tokenizer,
-            "tokenizer_pre": s.tokenizer_pre,
-            "vocab_size": s.vocab_size,
-            "has_chat_template": s.has_chat_template,
+            "architecture": i.architecture,
+            "name": i.name,
+            "gguf_version": i.gguf_version,
+            "file_size": i.file_size,
+            "parameters": i.parameter_count,
+            "tensor_count": i.tensor_count,
+            "tensor_types": i.tensor_types.iter().map(|t| (t.type_name.clone(), serde_json::Value::from(t.count))).collect::<serde_json::Map<_, _>>(),
+            "hyperparameters": hparams.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "tokenizer": i.tokenizer_model,
+            "tokenizer_pre": metadata_text(&i, "tokenizer.ggml.pre"),
+            "vocab_size": vocab,
+            "has_chat_template": i.has_chat_template,
         });
         println!("{v}");
         return Ok(());
     }
     println!("model:          {}", path.display());
-    if let Some(name) = &s.name {
+    if let Some(name) = &i.name {
         println!("name:           {name}");
     }
-    println!("architecture:   {}", s.architecture);
-    println!("gguf version:   {}", s.gguf_version);
+    println!("architecture:   {}", i.architecture);
+    println!("gguf version:   {}", i.gguf_version);
     println!(
         "file size:      {} ({} bytes)",
-        indicatif::HumanBytes(s.file_size),
-        s.file_size
+        indicatif::HumanBytes(i.file_size),
+        i.file_size
     );
     println!(
         "parameters:     {} ({})",
-        s.parameters,
-        human_count(s.parameters)
+        i.parameter_count,
+        human_count(i.parameter_count)
     );
-    let types: Vec<String> = s
+    let types: Vec<String> = i
         .tensor_types
         .iter()
-        .map(|(t, n)| format!("{t} x{n}"))
+        .map(|t| format!("{} x{}", t.type_name, t.count))
         .collect();
-    println!("tensors:        {} ({})", s.tensor_count, types.join(", "));
+    println!("tensors:        {} ({})", i.tensor_count, types.join(", "));
     println!(
-        "tokenizer:      {} (pre: {}), {} tokens",
-        s.tokenizer.as_deref().unwrap_or("none"),
-        s.tokenizer_pre.as_deref().unwrap_or("default"),
-        s.vocab_size.map_or("?".into(), |n| n.to_string())
+        "tokenizer:      {} (pre: {}), {vocab} tokens",
+        i.tokenizer_model.as_deref().unwrap_or("none"),
+        metadata_text(&i, "tokenizer.ggml.pre").unwrap_or_else(|| "default".into()),
     );
     println!(
         "chat template:  {}",
-        if s.has_chat_template { "yes" } else { "no" }
+        if i.has_chat_template { "yes" } else { "no" }
     );
     println!("hyperparameters:");
-    for (k, v) in &s.hyperparameters {
+    for (k, v) in &hparams {
         println!("  {k:<40} {v}");
     }
     Ok(())
 }
 
-fn run(args: RunArgs) -> Result<()> {
-    use std::io::Write as _;
-    let OpenModel { path, src, gguf } = OpenModel::open(&args.model)?;
-    let prompt = match args.prompt {
-        Some(p) => p,
-        None => std::io::read_to_string(std::io::stdin())?,
-    };
-    let at = |e: chord_engine::Error| anyhow::anyhow!("{}: {e}", path.display());
-    let tok = Tokenizer::from_gguf(&gguf).map_err(at)?;
-    let text = if args.chat {
-        let template = ChatTemplate::from_gguf(&gguf).map_err(at)?;
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(Message::new("system", system.as_str()));
-        }
-        messages.push(Message::new("user", prompt.as_str()));
-        let piece = |id: Option<u32>| {
-            id.and_then(|i| tok.token_text(i).ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        template.render(&messages, true, &piece(tok.bos()), &piece(tok.eos()))?
-    } else {
-        prompt
-    };
-    // Special tokens added per metadata, special-token text parsed: a pre-rendered template works.
-    let ids = tok.tokenize(&text, true, true)?;
-    let model = std::sync::Arc::new(Model::load(src.clone(), gguf).map_err(at)?);
-    let mut session = model.new_session(SessionOptions {
-        n_ctx: args.ctx,
-        ..SessionOptions::default()
-    })?;
-    let mut sampler = SamplerOptions {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repeat_penalty: args.repeat_penalty,
-        ..SamplerOptions::default()
-    };
-    if let Some(seed) = args.seed {
-        sampler.seed = seed;
-    }
-    let opts = GenerateOptions {
-        sampler,
-        max_tokens: Some(args.n_predict),
-        stops: args.stops,
-    };
-    let mut generation = Generation::new(&mut session, &tok, &ids, &opts)?;
+/// Every `{arch}.*` metadata key (prefix stripped) with its value as text.
+fn arch_hyperparameters(i: &ModelInfo) -> Vec<(String, String)> {
+    let prefix = format!("{}.", i.architecture);
+    i.metadata
+        .iter()
+        .filter_map(|m| {
+            let k = m.key.strip_prefix(&prefix)?;
+            let v = match &m.value {
+                MetadataValue::Uint(x) => x.to_string(),
+                MetadataValue::Int(x) => x.to_string(),
+                // f32 values print as f32 (1e-5, not 0.000009999999747378752).
+                MetadataValue::Float(x) if m.gguf_type == "f32" => (*x as f32).to_string(),
+                MetadataValue::Float(x) => x.to_string(),
+                MetadataValue::Boolean(b) => b.to_string(),
+                MetadataValue::Text(s) => format!("{s:?}"),
+                MetadataValue::Array(a) => format!("[{}; {}]", a.element_type, a.len),
+            };
+            Some((k.to_owned(), v))
+        })
+        .collect()
+}
+
+fn metadata_text(i: &ModelInfo, key: &str) -> Option<String> {
+    i.metadata
+        .iter()
+        .find(|m| m.key == key)
+        .and_then(|m| match &m.value {
+            MetadataValue::Text(s) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+/// Streams one generation to stdout; returns why it ended and its usage.
+fn stream(
+    e: &mut Engine,
+    g: &GenerationHandle,
+    json: bool,
+) -> Result<(FinishReason, chord_host::Usage, String)> {
     let mut out = std::io::stdout().lock();
-    let mut finish = Finish::Length;
-    while let Some(step) = generation.step()? {
-        if args.json {
+    let mut text = String::new();
+    while let Some(tok) = e.rt.next_token(g)? {
+        if json {
             writeln!(
                 out,
                 "{}",
-                serde_json::json!({"id": step.id, "text": step.text})
+                serde_json::json!({"id": tok.id, "text": tok.text})
             )?;
         } else {
-            write!(out, "{}", step.text)?;
+            write!(out, "{}", tok.text)?;
         }
         out.flush()?;
-        if let Some(f) = step.finish {
-            finish = f;
+        text.push_str(&tok.text);
+    }
+    let finish = e.rt.finish_reason(g)?.unwrap_or(FinishReason::MaxTokens);
+    let usage = e.rt.usage(g)?;
+    Ok((finish, usage, text))
+}
+
+/// `eos`, `length` or `stop`, as `chord run --json` reports it.
+fn finish_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::StopToken => "eos",
+        FinishReason::MaxTokens | FinishReason::ContextFull => "length",
+        FinishReason::StopString => "stop",
+        FinishReason::Cancelled => "cancelled",
+    }
+}
+
+fn timing_line(u: &chord_host::Usage, finish: FinishReason) -> String {
+    let rate = |n: u32, ms: f64| {
+        if ms > 0.0 {
+            f64::from(n) * 1e3 / ms
+        } else {
+            0.0
         }
-    }
-    let u = generation.usage();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"done": true, "finish": finish.as_str(), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms})
-        )?;
-    } else {
-        writeln!(out)?;
-    }
-    let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
-    eprintln!(
+    };
+    format!(
         "prompt {} tokens in {:.0} ms ({:.1} tok/s), generated {} tokens in {:.0} ms ({:.1} tok/s), finish: {}",
         u.prompt_tokens,
         u.prefill_ms,
@@ -371,13 +580,239 @@ fn run(args: RunArgs) -> Result<()> {
         u.completion_tokens,
         u.decode_ms,
         rate(u.completion_tokens.saturating_sub(1), u.decode_ms),
-        finish.as_str()
-    );
+        finish_name(finish)
+    )
+}
+
+fn run(args: RunArgs, mem: u64) -> Result<()> {
+    let prompt = match args.prompt {
+        Some(p) => p,
+        None => {
+            std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?
+        }
+    };
+    let mut e = Engine::open(&args.model, mem, &load_options(&args.context))?;
+    let text = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(("system".to_owned(), system.clone()));
+        }
+        messages.push(("user".to_owned(), prompt));
+        let r = e.rt.apply_chat_template(&e.model, &messages, true, None);
+        e.at(r)?
+    } else {
+        prompt
+    };
+    // Special tokens added per metadata, special-token text parsed: a pre-rendered template works.
+    let ids = e.tokenize(&text)?;
+    let session = e.session(&session_options(&args.context))?;
+    let g = e.rt.generate(&session, &ids, &args.sampling.options())?;
+    let (finish, u, _) = stream(&mut e, &g, args.json)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"done": true, "finish": finish_name(finish), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms})
+        )?;
+    } else {
+        writeln!(out)?;
+    }
+    out.flush()?;
+    eprintln!("{}", timing_line(&u, finish));
     Ok(())
 }
 
-fn tokenize(args: TokenizeArgs) -> Result<()> {
-    let m = OpenModel::open(&args.model)?;
+/// Interactive chat. Each turn sends only what is new since the context's last token: the
+/// conversation is rendered whole with the template, and the part after the text already in the
+/// context (the previous render plus the reply) is tokenized and evaluated. Where a template
+/// rewrites earlier turns (so the old text is not a prefix), the context is rebuilt instead.
+fn chat(args: ChatArgs, mem: u64) -> Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let mut e = Engine::open(&args.model, mem, &load_options(&args.context))?;
+    let session = e.session(&session_options(&args.context))?;
+    let sampling = args.sampling.options();
+    let mut messages: Vec<(String, String)> = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(("system".to_owned(), system.clone()));
+    }
+    // The text the context holds, as the template would render it.
+    let mut in_context = String::new();
+    let interactive = std::io::stdin().is_terminal();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading stdin")?;
+        let user = line.trim_end_matches(['\r', '\n']);
+        match user.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                e.rt.reset(&session)?;
+                messages.truncate(usize::from(args.system.is_some()));
+                in_context.clear();
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(("user".to_owned(), user.to_owned()));
+        let r = e.rt.apply_chat_template(&e.model, &messages, true, None);
+        let rendered = e.at(r)?;
+        let new_text = match rendered.strip_prefix(in_context.as_str()) {
+            Some(rest) if !in_context.is_empty() => rest.to_owned(),
+            _ => {
+                e.rt.reset(&session)?;
+                rendered.clone()
+            }
+        };
+        // BOS only at the very start of the context.
+        let add_special = e.rt.session_len(&session)? == 0;
+        let r = e.rt.tokenize(&e.model, &new_text, add_special, true);
+        let ids = e.at(r)?;
+        let g = e.rt.generate(&session, &ids, &sampling)?;
+        let (finish, u, reply) = stream(&mut e, &g, false)?;
+        e.rt.end_generation(g)?;
+        println!();
+        eprintln!("{}", timing_line(&u, finish));
+        if finish == FinishReason::ContextFull {
+            eprintln!("chord: the context is full; /reset starts over (or use --context-shift)");
+        }
+        in_context = rendered + &reply;
+        messages.push(("assistant".to_owned(), reply));
+    }
+    Ok(())
+}
+
+fn logits(args: LogitsArgs, mem: u64) -> Result<()> {
+    // A context just long enough: no KV cache for a window that is never used.
+    let mut e = Engine::open(&args.model, mem, &LoadOptions::default())?;
+    let tokens = match &args.prompt {
+        Some(p) => e.tokenize(p)?,
+        None => args.tokens.clone(),
+    };
+    if tokens.is_empty() {
+        anyhow::bail!("no tokens to score");
+    }
+    let n = u32::try_from(tokens.len()).context("too many tokens")?;
+    let session = e.session(&SessionOptions {
+        context_length: Some(n),
+        flash_attention: args.flash_attn,
+        ..SessionOptions::default()
+    })?;
+    let rows = e.rt.logits(&session, &tokens, args.top_k)?;
+    let mut out = std::io::stdout().lock();
+    for (pos, p) in rows.iter().enumerate() {
+        let top: Vec<(u32, f32)> = p.top.iter().map(|t| (t.id, t.logit)).collect();
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"pos": pos, "top": top, "lse": p.log_sum_exp})
+            )?;
+        } else {
+            let top: Vec<String> = top.iter().map(|(i, l)| format!("{i}:{l:.4}")).collect();
+            writeln!(
+                out,
+                "{pos:>5} lse {:>9.4}  {}",
+                p.log_sum_exp,
+                top.join(" ")
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// llama-perplexity's method (tools/perplexity/perplexity.cpp, `perplexity`): the whole file
+/// tokenized with special tokens added per metadata; floor(n / ctx) chunks of ctx tokens, each
+/// from position 0 in an empty context, its first token replaced by BOS where the model adds
+/// one; the logits of the second half scored against the tokens that follow them.
+fn perplexity(args: PerplexityArgs, mem: u64) -> Result<()> {
+    let text =
+        std::fs::read_to_string(&args.file).with_context(|| format!("{}", args.file.display()))?;
+    let ctx = args.ctx;
+    if ctx < 4 {
+        anyhow::bail!("--ctx must be at least 4");
+    }
+    let mut e = Engine::open(
+        &args.model,
+        mem,
+        &LoadOptions {
+            context_length: Some(ctx),
+            ..LoadOptions::default()
+        },
+    )?;
+    let info = e.rt.model_info(&e.model)?;
+    let r = e.rt.tokenize(&e.model, &text, true, false);
+    let tokens = e.at(r)?;
+    let n_ctx = ctx as usize;
+    if tokens.len() < 2 * n_ctx {
+        anyhow::bail!(
+            "{}: {} tokens; perplexity at --ctx {ctx} needs at least {} (2 x ctx)",
+            args.file.display(),
+            tokens.len(),
+            2 * n_ctx
+        );
+    }
+    // llama-perplexity puts 2048 / ctx chunks in a batch and its ubatches of 512 give each chunk
+    // 512 / that many tokens per step.
+    let batch = args.batch.unwrap_or((ctx / 4).clamp(1, 512));
+    let session = e.session(&SessionOptions {
+        context_length: Some(ctx),
+        batch_size: Some(batch),
+        flash_attention: !args.no_flash_attn,
+        ..SessionOptions::default()
+    })?;
+    let bos = info
+        .special_tokens
+        .bos
+        .filter(|_| info.special_tokens.add_bos);
+    let n_chunks = tokens.len() / n_ctx;
+    let first = n_ctx / 2;
+    let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
+    for (c, chunk) in tokens.chunks_exact(n_ctx).enumerate() {
+        let mut chunk = chunk.to_vec();
+        if let Some(bos) = bos {
+            chunk[0] = bos;
+        }
+        e.rt.reset(&session)?;
+        // The first half only fills the cache; its logits are never scored.
+        e.rt.feed(&session, &chunk[..first])?;
+        let rows = e.rt.logits(&session, &chunk[first..], 0)?;
+        for row in &rows[..rows.len() - 1] {
+            let next = row
+                .next_logit
+                .context("the engine returned no logit for the next token")?;
+            let v = f64::from(row.log_sum_exp) - f64::from(next);
+            nll += v;
+            nll2 += v * v;
+            count += 1;
+        }
+        if !args.json {
+            eprint!("[{}]{:.4},", c + 1, (nll / count as f64).exp());
+        }
+    }
+    let mean = nll / count as f64;
+    let ppl = mean.exp();
+    // llama-perplexity's estimate of the standard error of the PPL.
+    let var = (nll2 / count as f64 - mean * mean) / (count as f64 - 1.0).max(1.0);
+    let err = ppl * var.max(0.0).sqrt();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"ppl": ppl, "ppl_error": err, "tokens": tokens.len(), "chunks": n_chunks, "ctx": ctx, "scored": count})
+        );
+    } else {
+        eprintln!();
+        println!("PPL = {ppl:.4} +/- {err:.4}");
+    }
+    Ok(())
+}
+
+fn tokenize(args: TokenizeArgs, mem: u64) -> Result<()> {
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -386,8 +821,10 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
             String::from_utf8(buf).map_err(|_| anyhow::anyhow!("stdin is not valid UTF-8"))?
         }
     };
-    let tok = Tokenizer::from_gguf(&m.gguf).map_err(|e| m.at(e))?;
-    let ids = tok.tokenize(&text, !args.no_add_special, args.parse_special)?;
+    let mut e = Engine::open(&args.model, mem, &LoadOptions::default())?;
+    let r =
+        e.rt.tokenize(&e.model, &text, !args.no_add_special, args.parse_special);
+    let ids = e.at(r)?;
     if args.json {
         println!("{}", serde_json::to_string(&ids)?);
     } else {

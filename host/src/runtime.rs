@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::store::{BlobStore, DEFAULT_MAX_READ_LEN, StoreStats};
 
 pub use crate::bindings::wit_llm::{
-    ArraySummary, Hyperparameters, MetadataEntry, MetadataValue, ModelInfo, SpecialTokens,
-    TensorTypeCount,
+    ArraySummary, FinishReason, Hyperparameters, LogitBias, MetadataEntry, MetadataValue,
+    ModelInfo, PositionLogits, SamplerOptions, SessionOptions, SpecialTokens, TensorTypeCount,
+    Token, TokenLogit, Usage,
 };
 
 /// The engine component (`chord_engine.wasm`), built for wasm32-wasip2 by `host/build.rs`.
@@ -220,6 +221,52 @@ impl ModelHandle {
     /// The name the store knows the model's file by.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// A session (a context with its KV cache) in the engine. End it with [`Runtime::end_session`].
+#[derive(Debug)]
+pub struct SessionHandle {
+    resource: ResourceAny,
+}
+
+/// A generation running on a session. End it with [`Runtime::end_generation`] (or drain it).
+#[derive(Debug)]
+pub struct GenerationHandle {
+    resource: ResourceAny,
+}
+
+// `bindgen!` generates the type; a derive cannot be added to just this one.
+#[allow(clippy::derivable_impls)]
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            context_length: None,
+            keep_tokens: 0,
+            batch_size: None,
+            flash_attention: false,
+        }
+    }
+}
+
+impl Default for SamplerOptions {
+    /// llama.cpp's defaults (`common_params_sampling`), no token limit, no stop strings.
+    fn default() -> Self {
+        SamplerOptions {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
+            seed: None,
+            max_tokens: None,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -451,6 +498,142 @@ impl Runtime {
                 .model()
                 .call_apply_chat_template(store, res, &messages, add_generation_prompt, template)
         })
+    }
+
+    /// Opens a session on a model.
+    pub fn new_session(
+        &mut self,
+        model: &ModelHandle,
+        opts: &SessionOptions,
+    ) -> Result<SessionHandle> {
+        let res = model.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .model()
+                .call_new_session(store, res, *opts)
+        })
+        .map(|resource| SessionHandle { resource })
+    }
+
+    /// Evaluates `prompt` after the session's tokens and starts sampling what follows.
+    pub fn generate(
+        &mut self,
+        session: &SessionHandle,
+        prompt: &[u32],
+        opts: &SamplerOptions,
+    ) -> Result<GenerationHandle> {
+        let res = session.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .session()
+                .call_generate(store, res, prompt, opts)
+        })
+        .map(|resource| GenerationHandle { resource })
+    }
+
+    /// The next generated token, or `None` once the generation has ended.
+    pub fn next_token(&mut self, generation: &GenerationHandle) -> Result<Option<Token>> {
+        let res = generation.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .generation()
+                .call_next(store, res)
+        })
+    }
+
+    /// Why the generation ended (`None` while it runs).
+    pub fn finish_reason(&mut self, generation: &GenerationHandle) -> Result<Option<FinishReason>> {
+        let res = generation.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .generation()
+                .call_finish_reason(store, res)
+                .map(Ok)
+        })
+    }
+
+    /// Stops the generation; returns text it had held back.
+    pub fn cancel(&mut self, generation: &GenerationHandle) -> Result<String> {
+        let res = generation.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .generation()
+                .call_cancel(store, res)
+                .map(Ok)
+        })
+    }
+
+    /// Token counts and timings of the generation.
+    pub fn usage(&mut self, generation: &GenerationHandle) -> Result<Usage> {
+        let res = generation.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .generation()
+                .call_usage(store, res)
+                .map(Ok)
+        })
+    }
+
+    /// Frees a generation (the session can take other work again).
+    pub fn end_generation(&mut self, generation: GenerationHandle) -> Result<()> {
+        self.call(|store, _| generation.resource.resource_drop(store).map(Ok))
+    }
+
+    /// Appends tokens to the session's context without sampling.
+    pub fn feed(&mut self, session: &SessionHandle, tokens: &[u32]) -> Result<()> {
+        let res = session.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .session()
+                .call_feed(store, res, tokens)
+        })
+    }
+
+    /// Appends `tokens` and returns, per position, the top `top_k` logits, the log-sum-exp and
+    /// the next token's logit.
+    pub fn logits(
+        &mut self,
+        session: &SessionHandle,
+        tokens: &[u32],
+        top_k: u32,
+    ) -> Result<Vec<PositionLogits>> {
+        let res = session.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .session()
+                .call_logits(store, res, tokens, top_k)
+        })
+    }
+
+    /// Empties the session's context.
+    pub fn reset(&mut self, session: &SessionHandle) -> Result<()> {
+        let res = session.resource;
+        self.call(|store, world| world.chord_llm_inference().session().call_reset(store, res))
+    }
+
+    /// Tokens in the session's context.
+    pub fn session_len(&mut self, session: &SessionHandle) -> Result<u32> {
+        let res = session.resource;
+        self.call(|store, world| {
+            world
+                .chord_llm_inference()
+                .session()
+                .call_len(store, res)
+                .map(Ok)
+        })
+    }
+
+    /// Frees a session and its KV cache.
+    pub fn end_session(&mut self, session: SessionHandle) -> Result<()> {
+        self.call(|store, _| session.resource.resource_drop(store).map(Ok))
     }
 
     /// Frees a model in the engine (its sessions keep it alive until they end).

@@ -31,6 +31,8 @@ fn small_model() -> Vec<u8> {
     let mut w = GgufWriter::new();
     w.kv("general.architecture", Value::String("llama".into()))
         .kv("llama.block_count", Value::U32(1))
+        .kv("llama.embedding_length", Value::U32(32))
+        .kv("llama.context_length", Value::U32(64))
         .kv("tokenizer.ggml.model", Value::String("gpt2".into()));
     w.tensor(
         "token_embd.weight",

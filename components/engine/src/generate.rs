@@ -26,18 +26,20 @@ pub struct GenerateOptions {
 pub enum Finish {
     /// An end-of-generation token (EOS/EOT).
     Eos,
-    /// `max_tokens`, or the context window is full.
+    /// `max_tokens` tokens were generated.
     Length,
+    /// The context window is full (context shift off).
+    ContextFull,
     /// A stop string.
     Stop,
 }
 
 impl Finish {
-    /// `eos`, `length` or `stop`, as in the CLI's JSON.
+    /// `eos`, `length` (max tokens or a full context) or `stop`, as in the CLI's JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Finish::Eos => "eos",
-            Finish::Length => "length",
+            Finish::Length | Finish::ContextFull => "length",
             Finish::Stop => "stop",
         }
     }
@@ -63,10 +65,10 @@ pub struct Usage {
     pub decode_ms: f64,
 }
 
-/// A generation in progress over a session.
-pub struct Generation<'a> {
-    session: &'a mut Session,
-    tokenizer: &'a Tokenizer,
+/// The state of a generation, apart from the session and tokenizer it runs on: what a host that
+/// cannot lend borrows across calls (the WIT `generation` resource) keeps. [`Generation`] bundles
+/// it with its borrows for native callers.
+pub struct GenerationState {
     sampler: Sampler,
     criteria: StopCriteria,
     /// The sampled token not yet returned.
@@ -75,21 +77,22 @@ pub struct Generation<'a> {
     finished: bool,
 }
 
-impl std::fmt::Debug for Generation<'_> {
+impl std::fmt::Debug for GenerationState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generation")
+        f.debug_struct("GenerationState")
             .field("usage", &self.usage)
             .field("finished", &self.finished)
             .finish()
     }
 }
 
-impl<'a> Generation<'a> {
+impl GenerationState {
     /// Prefills `prompt` (after whatever the session already holds) and samples the first token.
-    /// A prompt that does not fit is [`Error::ContextFull`].
-    pub fn new(
-        session: &'a mut Session,
-        tokenizer: &'a Tokenizer,
+    /// A prompt that does not fit is [`Error::ContextFull`]; an invalid option or token fails
+    /// before the session changes.
+    pub fn start(
+        session: &mut Session,
+        tokenizer: &Tokenizer,
         prompt: &[u32],
         opts: &GenerateOptions,
     ) -> Result<Self> {
@@ -113,9 +116,7 @@ impl<'a> Generation<'a> {
             ..Usage::default()
         };
         let finished = criteria.reason().is_some();
-        Ok(Generation {
-            session,
-            tokenizer,
+        Ok(GenerationState {
             sampler,
             criteria,
             pending: Some(first),
@@ -124,15 +125,15 @@ impl<'a> Generation<'a> {
         })
     }
 
-    /// The next step, or `None` after the last one.
-    pub fn step(&mut self) -> Result<Option<Step>> {
+    /// The next step, or `None` after the last one. `session` and `tokenizer` must be the ones
+    /// the generation started on.
+    pub fn step(&mut self, session: &mut Session, tok: &Tokenizer) -> Result<Option<Step>> {
         if self.finished {
             return Ok(None);
         }
         let Some(id) = self.pending.take() else {
             return Ok(None);
         };
-        let tok = self.tokenizer;
         let piece = tok.token_to_piece(id, false)?;
         let (text, reason) = self.criteria.on_token(id, piece, |t| tok.is_eog(t));
         if let Some(reason) = reason {
@@ -149,7 +150,7 @@ impl<'a> Generation<'a> {
         self.usage.completion_tokens += 1;
         self.sampler.accept(id)?;
         let t0 = Instant::now();
-        let next = match self.session.eval(&[id], LogitsMode::Last) {
+        let next = match session.eval(&[id], LogitsMode::Last) {
             Ok(logits) => self.sampler.sample(logits.last())?,
             Err(Error::ContextFull(_)) => {
                 // The window is full (context shift off): end here, keeping what was generated.
@@ -160,7 +161,7 @@ impl<'a> Generation<'a> {
                 return Ok(Some(Step {
                     id,
                     text,
-                    finish: Some(Finish::Length),
+                    finish: Some(Finish::ContextFull),
                 }));
             }
             Err(e) => return Err(e),
@@ -181,9 +182,55 @@ impl<'a> Generation<'a> {
         self.criteria.finish()
     }
 
+    /// Whether the last step has been returned (or the generation was cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
     /// Counts and timings so far.
     pub fn usage(&self) -> Usage {
         self.usage
+    }
+}
+
+/// A generation in progress over a session: [`GenerationState`] with its borrows.
+#[derive(Debug)]
+pub struct Generation<'a> {
+    session: &'a mut Session,
+    tokenizer: &'a Tokenizer,
+    state: GenerationState,
+}
+
+impl<'a> Generation<'a> {
+    /// Prefills `prompt` (after whatever the session already holds) and samples the first token.
+    /// A prompt that does not fit is [`Error::ContextFull`].
+    pub fn new(
+        session: &'a mut Session,
+        tokenizer: &'a Tokenizer,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Self> {
+        let state = GenerationState::start(session, tokenizer, prompt, opts)?;
+        Ok(Generation {
+            session,
+            tokenizer,
+            state,
+        })
+    }
+
+    /// The next step, or `None` after the last one.
+    pub fn step(&mut self) -> Result<Option<Step>> {
+        self.state.step(self.session, self.tokenizer)
+    }
+
+    /// Ends the generation early (a caller's cancel); returns the text still held back.
+    pub fn cancel(&mut self) -> String {
+        self.state.cancel()
+    }
+
+    /// Counts and timings so far.
+    pub fn usage(&self) -> Usage {
+        self.state.usage()
     }
 }
 

@@ -4,17 +4,22 @@
 //! through the `chord:memory64-store` import. Three sections: the byte source over the store, the
 //! exports, and (at the end) every conversion between engine and WIT types.
 //!
-//! Exports that the engine cannot serve yet all go through [`not_yet`], so wiring sessions and
-//! generation means replacing those calls.
+//! The engine's types borrow (a generation borrows its session and tokenizer); WIT resources
+//! cannot, so sessions live in `Rc<RefCell<…>>` shared with their generations, and a generation
+//! keeps the owned [`GenerationState`].
 
-use std::convert::Infallible;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::chat::{ChatTemplate, Message};
+use crate::generate::{Finish, GenerateOptions, GenerationState};
 use crate::gguf::names::{Kv, Tn};
 use crate::gguf::{Array, Value};
 use crate::gguf::{ByteSource, Gguf};
 use crate::info::ModelSummary;
+use crate::model::{LogitsMode, SessionOptions};
+use crate::sample::SamplerOptions;
 use crate::tokenizer::Tokenizer;
 
 wit_bindgen::generate!({
@@ -57,6 +62,13 @@ impl StoreSource {
         })
     }
 }
+
+// SAFETY: the engine shares weights' byte source as `Arc<dyn ByteSource + Send + Sync>` so that
+// native hosts can use threads. This component is single-threaded (wasm32-wasip2 has no threads),
+// so the store handle is never touched from two threads at once.
+unsafe impl Send for StoreSource {}
+// SAFETY: as above.
+unsafe impl Sync for StoreSource {}
 
 impl ByteSource for StoreSource {
     fn size(&self) -> u64 {
@@ -108,13 +120,15 @@ struct Model {
     special_tokens: wit::SpecialTokens,
     /// The tokenizer, built once at load; a model whose vocabulary the engine cannot read still
     /// loads (its info is useful), and the tokenizer's error is returned by every call needing it.
-    tokenizer: Result<Tokenizer, String>,
+    tokenizer: Result<Rc<Tokenizer>, String>,
     /// The model's chat template (its own or a built-in), compiled once at load; like the
     /// tokenizer, a template that does not compile fails only the calls that need it.
     chat_template: Result<ChatTemplate, String>,
-    /// Kept for the forward pass (weights are read through it); only the header is read today.
-    #[allow(dead_code)]
-    source: Rc<StoreSource>,
+    /// Where the weights are read from, on the first `new-session`.
+    source: Arc<StoreSource>,
+    /// The weights, loaded by the first `new-session` (info and tokenizing do not need them, and
+    /// vocabulary-only files have none).
+    weights: RefCell<Option<Arc<crate::model::Model>>>,
     /// Devices the host's compute import offered at load. The engine has no device path yet and
     /// computes with its own kernels whatever is offered; this is where it will choose.
     #[allow(dead_code)]
@@ -122,13 +136,7 @@ struct Model {
     /// Context length sessions get.
     context_length: u32,
     /// The load options, validated.
-    #[allow(dead_code)]
     options: wit::LoadOptions,
-}
-
-/// The one place that says what is not implemented yet.
-fn not_yet(what: &str) -> wit::Error {
-    wit::Error::Unsupported(format!("{what} is not implemented yet"))
 }
 
 impl Model {
@@ -138,7 +146,7 @@ impl Model {
                 "context length must be at least 1".into(),
             ));
         }
-        let source = Rc::new(StoreSource::open(name)?);
+        let source = Arc::new(StoreSource::open(name)?);
         let gguf = Gguf::read(&*source)?;
         let summary = ModelSummary::from_gguf(&gguf)?;
         let hyperparameters = hyperparameters(&gguf)?;
@@ -146,7 +154,9 @@ impl Model {
         let context_length = options
             .context_length
             .unwrap_or(hyperparameters.context_length);
-        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| e.to_string());
+        let tokenizer = Tokenizer::from_gguf(&gguf)
+            .map(Rc::new)
+            .map_err(|e| e.to_string());
         let chat_template = ChatTemplate::from_gguf(&gguf).map_err(|e| e.to_string());
         Ok(Model {
             gguf,
@@ -156,16 +166,60 @@ impl Model {
             tokenizer,
             chat_template,
             source,
+            weights: RefCell::new(None),
             devices: chord::compute::compute::devices(),
             context_length,
             options,
         })
     }
 
-    fn tokenizer(&self) -> Result<&Tokenizer, EngineError> {
+    fn tokenizer(&self) -> Result<&Rc<Tokenizer>, EngineError> {
         self.tokenizer
             .as_ref()
             .map_err(|e| EngineError::Unsupported(format!("no usable tokenizer: {e}")))
+    }
+
+    /// The weights, read through the store the first time they are needed.
+    fn weights(&self) -> Result<Arc<crate::model::Model>, EngineError> {
+        if let Some(w) = &*self.weights.borrow() {
+            return Ok(w.clone());
+        }
+        let source: crate::model::SharedSource = self.source.clone();
+        let w = Arc::new(crate::model::Model::load(source, self.gguf.clone())?);
+        *self.weights.borrow_mut() = Some(w.clone());
+        Ok(w)
+    }
+
+    fn new_session(&self, o: wit::SessionOptions) -> Result<Session, EngineError> {
+        let n_ctx = o.context_length.unwrap_or(self.context_length);
+        if n_ctx == 0 || n_ctx > self.context_length {
+            return Err(EngineError::InvalidArgument(format!(
+                "session context length {n_ctx} must be between 1 and the model's {}",
+                self.context_length
+            )));
+        }
+        if o.batch_size == Some(0) {
+            return Err(EngineError::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        let tokenizer = self.tokenizer()?.clone();
+        let weights = self.weights()?;
+        let session = weights.new_session(SessionOptions {
+            n_ctx: n_ctx as usize,
+            context_shift: self.options.context_shift,
+            n_keep: o.keep_tokens as usize,
+            flash_attn: o.flash_attention,
+            n_batch: o.batch_size.map_or(0, |b| b as usize),
+        })?;
+        Ok(Session {
+            inner: Rc::new(RefCell::new(SessionInner {
+                session,
+                tokenizer,
+                active: None,
+                next_generation: 0,
+            })),
+        })
     }
 
     /// `messages` rendered with the model's template, or with `template` (Jinja source or a
@@ -254,71 +308,235 @@ impl wit::GuestModel for Model {
             .map_err(to_wit_error)
     }
 
-    fn new_session(&self, _options: wit::SessionOptions) -> Result<wit::Session, wit::Error> {
-        Err(not_yet("sessions"))
+    fn new_session(&self, options: wit::SessionOptions) -> Result<wit::Session, wit::Error> {
+        Model::new_session(self, options)
+            .map(wit::Session::new)
+            .map_err(to_wit_error)
     }
 }
 
-/// A session. None can be made yet (`new-session` is [`not_yet`]), so this type has no values and
-/// its methods are statically unreachable.
+/// A session: the engine's session, shared with the generation running on it.
 struct Session {
-    never: Infallible,
+    inner: Rc<RefCell<SessionInner>>,
+}
+
+struct SessionInner {
+    session: crate::model::Session,
+    tokenizer: Rc<Tokenizer>,
+    /// The number of the generation that is unfinished, if one is.
+    active: Option<u64>,
+    next_generation: u64,
+}
+
+impl SessionInner {
+    /// Refuses to touch the context while a generation owns it.
+    fn idle(&self) -> Result<(), EngineError> {
+        match self.active {
+            Some(_) => Err(EngineError::InvalidArgument(
+                "the session has an unfinished generation (drain, cancel or drop it first)".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails with `context-full` before evaluating anything when `n` more tokens cannot fit.
+    fn check_room(&self, n: usize) -> Result<(), EngineError> {
+        let s = &self.session;
+        if !s.context_shift() && s.n_past() + n > s.n_ctx() {
+            return Err(EngineError::ContextFull(format!(
+                "{n} tokens after {} do not fit in a context of {} (context shift off)",
+                s.n_past(),
+                s.n_ctx()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Teacher-forced scores of `tokens`, evaluated a batch at a time so the logits held at once
+    /// stay within one batch's rows whatever the input length.
+    fn logits(
+        &mut self,
+        tokens: &[u32],
+        top_k: u32,
+    ) -> Result<Vec<wit::PositionLogits>, EngineError> {
+        self.idle()?;
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_room(tokens.len())?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(tokens.len())
+            .map_err(|_| EngineError::OutOfMemory(format!("{} positions", tokens.len())))?;
+        let nb = self.session.n_batch();
+        let mut order: Vec<u32> = Vec::new();
+        for (ci, piece) in tokens.chunks(nb).enumerate() {
+            let logits = self.session.eval(piece, LogitsMode::All)?;
+            for i in 0..piece.len() {
+                let row = logits.row(i);
+                let next = tokens.get(ci * nb + i + 1).map(|&t| row[t as usize]);
+                out.push(position_logits(row, top_k, next, &mut order));
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl wit::GuestSession for Session {
     fn generate(
         &self,
-        _prompt: Vec<wit::TokenId>,
-        _options: wit::SamplerOptions,
+        prompt: Vec<wit::TokenId>,
+        options: wit::SamplerOptions,
     ) -> Result<wit::Generation, wit::Error> {
-        match self.never {}
+        let inner = &mut *self.inner.borrow_mut();
+        let start = || -> Result<GenerationState, EngineError> {
+            inner.idle()?;
+            let opts = generate_options(options, &inner.tokenizer)?;
+            GenerationState::start(&mut inner.session, &inner.tokenizer, &prompt, &opts)
+        };
+        let state = start().map_err(to_wit_error)?;
+        let id = inner.next_generation;
+        inner.next_generation += 1;
+        // A generation that ends at once (max-tokens 0) never holds the session.
+        let finish = state.is_finished().then_some(wit::FinishReason::MaxTokens);
+        if finish.is_none() {
+            inner.active = Some(id);
+        }
+        Ok(wit::Generation::new(Generation {
+            session: self.inner.clone(),
+            id,
+            state: RefCell::new(state),
+            finish: Cell::new(finish),
+        }))
     }
 
-    fn feed(&self, _tokens: Vec<wit::TokenId>) -> Result<(), wit::Error> {
-        match self.never {}
+    fn feed(&self, tokens: Vec<wit::TokenId>) -> Result<(), wit::Error> {
+        let inner = &mut *self.inner.borrow_mut();
+        let mut feed = || -> Result<(), EngineError> {
+            inner.idle()?;
+            if tokens.is_empty() {
+                return Ok(());
+            }
+            inner.session.eval(&tokens, LogitsMode::Last).map(|_| ())
+        };
+        feed().map_err(to_wit_error)
     }
 
     fn logits(
         &self,
-        _tokens: Vec<wit::TokenId>,
-        _top_k: u32,
+        tokens: Vec<wit::TokenId>,
+        top_k: u32,
     ) -> Result<Vec<wit::PositionLogits>, wit::Error> {
-        match self.never {}
+        self.inner
+            .borrow_mut()
+            .logits(&tokens, top_k)
+            .map_err(to_wit_error)
     }
 
     fn reset(&self) -> Result<(), wit::Error> {
-        match self.never {}
+        let inner = &mut *self.inner.borrow_mut();
+        inner.idle().map_err(to_wit_error)?;
+        inner.session.reset();
+        Ok(())
     }
 
     fn len(&self) -> u32 {
-        match self.never {}
+        // n_past <= n_ctx, which came from a u32.
+        self.inner.borrow().session.n_past() as u32
     }
 
     fn context_length(&self) -> u32 {
-        match self.never {}
+        self.inner.borrow().session.n_ctx() as u32
     }
 }
 
-/// A generation; like [`Session`], none exists yet.
+/// A generation: its state, and the session it runs on.
 struct Generation {
-    never: Infallible,
+    session: Rc<RefCell<SessionInner>>,
+    /// Which of the session's generations this is.
+    id: u64,
+    state: RefCell<GenerationState>,
+    /// Set once the generation has ended.
+    finish: Cell<Option<wit::FinishReason>>,
+}
+
+impl Generation {
+    /// Records the end and lets the session take other work.
+    fn end(&self, reason: wit::FinishReason) {
+        self.finish.set(Some(reason));
+        let mut s = self.session.borrow_mut();
+        if s.active == Some(self.id) {
+            s.active = None;
+        }
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.session.try_borrow_mut()
+            && s.active == Some(self.id)
+        {
+            s.active = None;
+        }
+    }
 }
 
 impl wit::GuestGeneration for Generation {
     fn next(&self) -> Result<Option<wit::Token>, wit::Error> {
-        match self.never {}
+        if self.finish.get().is_some() {
+            return Ok(None);
+        }
+        let step = {
+            let inner = &mut *self.session.borrow_mut();
+            self.state
+                .borrow_mut()
+                .step(&mut inner.session, &inner.tokenizer)
+        };
+        let step = match step {
+            Ok(Some(step)) => step,
+            Ok(None) => {
+                self.end(wit::FinishReason::MaxTokens);
+                return Ok(None);
+            }
+            Err(e) => {
+                // The session may be mid-token; the generation cannot go on.
+                self.end(wit::FinishReason::Cancelled);
+                return Err(to_wit_error(e));
+            }
+        };
+        if let Some(f) = step.finish {
+            self.end(finish_reason(f));
+            // The end token itself is not output, unless it releases held-back text.
+            if f == Finish::Eos && step.text.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(wit::Token {
+            id: step.id,
+            text: step.text,
+        }))
     }
 
     fn finish_reason(&self) -> Option<wit::FinishReason> {
-        match self.never {}
+        self.finish.get()
     }
 
-    fn cancel(&self) {
-        match self.never {}
+    fn cancel(&self) -> String {
+        if self.finish.get().is_some() {
+            return String::new();
+        }
+        let held = self.state.borrow_mut().cancel();
+        self.end(wit::FinishReason::Cancelled);
+        held
     }
 
     fn usage(&self) -> wit::Usage {
-        match self.never {}
+        let u = self.state.borrow().usage();
+        wit::Usage {
+            prompt_tokens: u32::try_from(u.prompt_tokens).unwrap_or(u32::MAX),
+            completion_tokens: u32::try_from(u.completion_tokens).unwrap_or(u32::MAX),
+            prefill_ms: u.prefill_ms,
+            decode_ms: u.decode_ms,
+        }
     }
 }
 
@@ -333,7 +551,89 @@ fn to_wit_error(e: EngineError) -> wit::Error {
         EngineError::ContextFull(m) => wit::Error::ContextFull(m),
         EngineError::Store(m) => wit::Error::Store(m),
         EngineError::OutOfMemory(m) => wit::Error::OutOfMemory(m),
-        EngineError::ContextFull(m) => wit::Error::ContextFull(m),
+    }
+}
+
+fn finish_reason(f: Finish) -> wit::FinishReason {
+    match f {
+        Finish::Eos => wit::FinishReason::StopToken,
+        Finish::Length => wit::FinishReason::MaxTokens,
+        Finish::ContextFull => wit::FinishReason::ContextFull,
+        Finish::Stop => wit::FinishReason::StopString,
+    }
+}
+
+/// The engine's generation options from WIT's sampler options.
+fn generate_options(
+    o: wit::SamplerOptions,
+    tok: &Tokenizer,
+) -> Result<GenerateOptions, EngineError> {
+    let seed = match o.seed {
+        // The engine draws a seed from WASI's random source for its "random" seed value.
+        None => crate::sample::DEFAULT_SEED,
+        Some(s) => u32::try_from(s).map_err(|_| {
+            EngineError::InvalidArgument(format!("seed {s} does not fit in 32 bits"))
+        })?,
+    };
+    let mut logit_bias: Vec<(u32, f32)> = o.logit_bias.iter().map(|b| (b.token, b.bias)).collect();
+    if o.ignore_eos {
+        // llama.cpp's `ignore_eos`: end-of-generation tokens can never be sampled.
+        logit_bias.extend(tok.eog_tokens().iter().map(|&t| (t, f32::NEG_INFINITY)));
+    }
+    Ok(GenerateOptions {
+        sampler: SamplerOptions {
+            temperature: o.temperature,
+            top_k: i32::try_from(o.top_k).unwrap_or(i32::MAX),
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repeat_penalty: o.repeat_penalty,
+            repeat_last_n: o.repeat_last_n as usize,
+            frequency_penalty: o.frequency_penalty,
+            presence_penalty: o.presence_penalty,
+            logit_bias,
+            seed,
+            ..SamplerOptions::default()
+        },
+        max_tokens: o.max_tokens.map(|n| n as usize),
+        stops: o.stop,
+    })
+}
+
+/// One row of logits summarised: the `top_k` largest (ties to the lower id, as a stable sort
+/// gives), the log-sum-exp (in f64, then rounded), and the next token's logit. `order` is
+/// scratch reused between rows.
+fn position_logits(
+    row: &[f32],
+    top_k: u32,
+    next: Option<f32>,
+    order: &mut Vec<u32>,
+) -> wit::PositionLogits {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = if max.is_finite() {
+        let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+        f64::from(max) + sum.ln()
+    } else {
+        f64::from(max)
+    };
+    let k = (top_k as usize).min(row.len());
+    let desc = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    order.clear();
+    order.extend(0..row.len() as u32);
+    if k > 0 && k < order.len() {
+        order.select_nth_unstable_by(k - 1, desc);
+    }
+    order.truncate(k);
+    order.sort_unstable_by(desc);
+    wit::PositionLogits {
+        top: order
+            .iter()
+            .map(|&id| wit::TokenLogit {
+                id,
+                logit: row[id as usize],
+            })
+            .collect(),
+        log_sum_exp: lse as f32,
+        next_logit: next,
     }
 }
 

@@ -192,6 +192,9 @@ pub struct SessionOptions {
     /// llama-server and llama-perplexity on the CPU) rather than off (llama-cpp-python's
     /// default). Mathematically the same; the roundings differ.
     pub flash_attn: bool,
+    /// Most tokens per forward step (llama.cpp's `n_ubatch`); 0: [`MAX_BATCH`]. Results depend
+    /// on it only through roundings; `chord perplexity` matches llama-perplexity's shape with it.
+    pub n_batch: usize,
 }
 
 impl Default for SessionOptions {
@@ -201,6 +204,7 @@ impl Default for SessionOptions {
             context_shift: false,
             n_keep: 0,
             flash_attn: false,
+            n_batch: 0,
         }
     }
 }
@@ -351,7 +355,11 @@ impl Session {
                 opts.n_keep
             )));
         }
-        let n_batch = MAX_BATCH.min(n_ctx);
+        let n_batch = match opts.n_batch {
+            0 => MAX_BATCH,
+            n => n.min(MAX_BATCH),
+        }
+        .min(n_ctx);
         let kv = KvCache::new(
             hp.n_layer,
             n_ctx,
@@ -387,6 +395,16 @@ impl Session {
     /// The context window.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// Whether a full context drops old tokens rather than failing.
+    pub fn context_shift(&self) -> bool {
+        self.opts.context_shift
+    }
+
+    /// Most tokens per forward step.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// Forgets all tokens (the buffers stay allocated).
