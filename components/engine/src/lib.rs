@@ -18,6 +18,7 @@ pub mod tokenizer;
 
 pub use error::{Error, Result};
 
-// The WIT glue that makes this library the engine component; only in the wasm32 build.
-#[cfg(target_arch = "wasm32")]
+// The WIT glue that makes this library the engine component; only in the wasm32 build, and not
+// in its unit tests (run under plain `wasmtime run`, which has no store or compute to import).
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod wit_glue;

@@ -68,6 +68,29 @@ impl ByteSource for std::fs::File {
     }
 }
 
+/// WASI files (the engine's own tests under `wasmtime run --dir`): seek and read. The target
+/// has no threads, so no other read can move the position in between.
+#[cfg(target_os = "wasi")]
+impl ByteSource for std::fs::File {
+    fn size(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = self;
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(buf))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    out_of_range(offset, buf.len(), ByteSource::size(self))
+                } else {
+                    Error::Store(e.to_string())
+                }
+            })
+    }
+}
+
 fn out_of_range(offset: u64, len: usize, size: u64) -> Error {
     Error::Store(format!(
         "read of {len} bytes at offset {offset} is past the end ({size} bytes)"

@@ -375,8 +375,22 @@ impl Backend {
         }
     }
 
-    /// The fastest backend available here.
+    /// The fastest backend available here, unless `CHORD_BACKEND` (`scalar`, `avx2`,
+    /// `simd128`) names another available one: for comparing backends on a whole model.
     pub fn best() -> Backend {
+        static CHOSEN: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let fastest = Backend::fastest();
+            match std::env::var("CHORD_BACKEND").as_deref() {
+                Ok("scalar") => Backend::Scalar,
+                Ok("avx2") if Backend::Avx2.is_available() => Backend::Avx2,
+                Ok("simd128") if Backend::Simd128.is_available() => Backend::Simd128,
+                _ => fastest,
+            }
+        })
+    }
+
+    fn fastest() -> Backend {
         if Backend::Avx2.is_available() {
             Backend::Avx2
         } else if Backend::Simd128.is_available() {
