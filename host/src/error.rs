@@ -80,7 +80,7 @@ pub enum Error {
     #[error("compute: {0}")]
     Compute(String),
     /// The engine component ran out of guest memory (its `out-of-memory`); raise the memory limit.
-    #[error("out of memory: {0}")]
+    #[error("out of guest memory: {0} (chord: raise --max-guest-memory)")]
     OutOfMemory(String),
     /// An engine call was interrupted ([`crate::runtime::InterruptHandle::interrupt`], e.g. Ctrl-C).
     #[error("cancelled")]

@@ -603,9 +603,11 @@ fn run(args: RunArgs, mem: u64) -> Result<()> {
     } else {
         prompt
     };
+    // The session first: it loads the weights, so an unsupported architecture is reported as
+    // such rather than as whatever the tokenizer trips on.
+    let session = e.session(&session_options(&args.context))?;
     // Special tokens added per metadata, special-token text parsed: a pre-rendered template works.
     let ids = e.tokenize(&text)?;
-    let session = e.session(&session_options(&args.context))?;
     let g = e.rt.generate(&session, &ids, &args.sampling.options())?;
     let (finish, u, _) = stream(&mut e, &g, args.json)?;
     let mut out = std::io::stdout().lock();

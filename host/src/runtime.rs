@@ -667,13 +667,12 @@ impl Runtime {
                 self.stopped = true;
                 let limits = &self.store.data().limits;
                 Err(match from_trap(e) {
-                    Error::Trap { message, detail } if limits.refused => Error::Trap {
-                        message: format!(
-                            "{message} after its memory reached the {} MiB limit (raise the guest memory limit)",
-                            limits.memory_limit >> 20
-                        ),
-                        detail,
-                    },
+                    // An allocation the guest could not handle failing (the canonical ABI's, or
+                    // an infallible one): for the user, simply too little memory.
+                    Error::Trap { message, .. } if limits.refused => Error::OutOfMemory(format!(
+                        "the engine needs more than the {} MiB limit ({message})",
+                        limits.memory_limit >> 20
+                    )),
                     e => e,
                 })
             }

@@ -1,4 +1,5 @@
-//! `chord run`: seeded sampling and errors (greedy against llama.cpp is in reference.rs).
+//! `chord run`: seeded sampling (greedy against llama.cpp is in reference.rs, errors in
+//! cli_errors.rs).
 use std::process::{Command, Output};
 
 fn chord(args: &[&str]) -> Output {
@@ -13,18 +14,6 @@ fn model() -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
-}
-
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -49,24 +38,4 @@ fn same_seed_same_text() {
     let a = run();
     assert!(a.len() > 20);
     assert_eq!(a, run());
-}
-
-#[test]
-fn prompt_longer_than_the_context_is_one_line_error() {
-    let long = "word ".repeat(200);
-    let out = chord(&[
-        "run",
-        "--model",
-        &model(),
-        "--prompt",
-        &long,
-        "--ctx",
-        "64",
-        "-n",
-        "4",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("do not fit"), "{stderr}");
 }
