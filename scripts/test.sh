@@ -11,6 +11,10 @@ echo "== build: engine component (wasm32-wasip2) and chord"
 cargo build -p chord-engine --target wasm32-wasip2 --release
 cargo build -p chord-host --release
 
+echo "== build: standalone components (adapters, chord-cli, wac compose)"
+# Installs wac-cli into ~/.cargo/bin on first use; tests/standalone.rs and the checks below use it.
+standalone=$(scripts/build-standalone | tail -n 1)
+
 echo "== models (fetched once, verified, cached)"
 chord="${CARGO_TARGET_DIR:-target}/release/chord"
 smollm2=$("$chord" pull smollm2-135m-instruct -q)
@@ -20,3 +24,44 @@ export CHORD_MODELS_DIR="$(dirname "$smollm2")"
 
 echo "== test: workspace"
 cargo test --workspace --release "$@"
+
+if command -v wasmtime >/dev/null; then
+    echo "== test: chord-standalone.wasm under \`wasmtime run\` ($(wasmtime --version))"
+    models=$(dirname "$smollm2")
+    file=$(basename "$smollm2")
+    prompt="The capital of France is"
+    # The composition (WASI only) prints what chord (native imports) prints: same engine, same tokens.
+    got=$(wasmtime run --dir "$models::/models" "$standalone/chord-standalone.wasm" \
+        --model "/models/$file" --prompt "$prompt" -n 16 --temperature 0)
+    want=$("$chord" run --model "$smollm2" --prompt "$prompt" -n 16 --temperature 0 2>/dev/null)
+    if [ "$got" != "$want" ]; then
+        printf 'wasmtime run printed %q\nchord run printed    %q\n' "$got" "$want" >&2
+        exit 1
+    fi
+    # A path outside the preopen and a missing file: one error line and status 1, not a trap.
+    for bad in /etc/passwd "/models/no-such-model.gguf"; do
+        status=0
+        err=$(wasmtime run --dir "$models::/models" "$standalone/chord-standalone.wasm" \
+            --model "$bad" --prompt x 2>&1 >/dev/null) || status=$?
+        if [ "$status" != 1 ] || [[ "$err" != "chord-cli: error: "*"not found"* ]]; then
+            echo "--model $bad: status $status, stderr: $err" >&2
+            exit 1
+        fi
+    done
+    echo "ok"
+else
+    echo "== skipped: wasmtime run check (no wasmtime on PATH)"
+fi
+
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    echo "== test: Node package (adapters/js, node --test)"
+    chord_bin=$(realpath "$chord")
+    (
+        cd adapters/js
+        npm ci --no-audit --no-fund --loglevel=error
+        npm run --silent build
+        CHORD_BIN="$chord_bin" npm test
+    )
+else
+    echo "== skipped: Node package tests (no node/npm on PATH)"
+fi
