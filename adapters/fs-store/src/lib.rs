@@ -53,9 +53,9 @@ impl FileBlob {
             ),
             // wasi:filesystem refuses paths that leave a preopened directory (`..`, absolute
             // symlinks) as not permitted: to the caller that file does not exist.
-            ErrorKind::PermissionDenied => {
-                not_found(&format!("outside the preopened directories ({e})"))
-            }
+            ErrorKind::PermissionDenied => not_found(&format!(
+                "not permitted ({e}): outside the preopened directories?"
+            )),
             _ => not_found(&e.to_string()),
         })?;
         let meta = file
