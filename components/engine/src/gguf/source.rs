@@ -11,6 +11,8 @@ pub trait ByteSource {
     fn size(&self) -> u64;
     /// Fills `buf` with the bytes at `offset..offset + buf.len()`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// A hint that `offset..offset + len` will be read soon (the store may start reading it).
+    fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
 impl ByteSource for [u8] {

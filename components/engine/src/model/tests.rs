@@ -867,3 +867,57 @@ fn tied_output_uses_the_embedding() {
     let worst = max_rel_err(&m, LLAMA, &t, false, 20);
     assert!(worst < 2e-2, "relative error {worst}");
 }
+
+/// Under a byte budget the layers that do not fit are read on demand, one at a time, and the
+/// logits are exactly those of the fully resident model; a budget below one layer is an error.
+#[test]
+fn layer_cache_streams_layers_with_the_same_results() {
+    for c in all_archs() {
+        let (bytes, _) = synth(c, 13);
+        let full = load(bytes.clone()).unwrap();
+        let total = full.cache_stats().resident_bytes;
+        let toks = tokens(12, c.n_vocab, 3);
+        let want = session(&full, 64)
+            .eval(&toks, LogitsMode::All)
+            .unwrap()
+            .as_slice()
+            .to_vec();
+        let head = {
+            let o = full.output.as_ref().map_or(0, |m| m.resident_bytes());
+            (o + 4 * full.output_norm.len()) as u64
+        };
+        let layer = (total - head) / c.n_layer as u64;
+        let mut streamed_somewhere = false;
+        for budget in [total, head + 2 * layer + layer / 2, head + layer + layer / 2, head + layer / 2] {
+            let src: SharedSource = Arc::new(bytes.clone());
+            let gguf = Gguf::read(&*src).unwrap();
+            let opts = CacheOptions {
+                budget_bytes: Some(budget),
+                prefetch_layers: 1,
+            };
+            let m = match Model::load_with(src, gguf, opts) {
+                Ok(m) => Arc::new(m),
+                Err(e) => {
+                    assert!(budget < head + layer, "{:?} budget {budget}: {e}", c.arch);
+                    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+                    continue;
+                }
+            };
+            let mut s = session(&m, 64);
+            // Twice: the second pass finds the pinned layers and reloads the streamed ones.
+            for _ in 0..2 {
+                s.reset();
+                let got = s.eval(&toks, LogitsMode::All).unwrap().as_slice().to_vec();
+                assert_eq!(got, want, "{:?} budget {budget}", c.arch);
+            }
+            let st = m.cache_stats();
+            assert_eq!(st.pinned_layers + st.streamed_layers, c.n_layer);
+            assert!(st.resident_bytes <= budget, "{st:?} over {budget}");
+            if st.streamed_layers > 0 {
+                streamed_somewhere = true;
+                assert!(st.layer_loads >= 2 * st.streamed_layers as u64 - 1, "{st:?}");
+            }
+        }
+        assert!(streamed_somewhere, "{:?}: no budget made layers stream", c.arch);
+    }
+}
