@@ -77,6 +77,10 @@ struct RunArgs {
     /// One JSON object per line per token, then a summary object.
     #[arg(long)]
     json: bool,
+    /// Add memory and store counters to the summary: guest memory high-water mark, bytes and
+    /// reads served by the store, prefetched bytes used, the weight cache budget.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Args)]
@@ -169,6 +173,14 @@ struct ContextArgs {
     /// Attend as llama.cpp's flash-attention path does (same mathematics, other roundings).
     #[arg(long)]
     flash_attn: bool,
+    /// Most bytes of weights the engine keeps in its memory, reading the other layers from the
+    /// store as it reaches them (e.g. 512MiB); default: all weights if they take at most 2 GiB,
+    /// else 1 GiB.
+    #[arg(long, value_parser = parse_bytes)]
+    cache_budget: Option<u64>,
+    /// Streamed layers ahead of the current one that the store reads ahead (0: none).
+    #[arg(long, default_value_t = 1)]
+    prefetch: u32,
 }
 
 #[derive(Args)]
@@ -316,28 +328,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// `4G`, `512M`, `64k`, or a plain byte count.
+/// `4G`, `512MiB`, `64k`, `1048576`: binary units, an optional `i`/`iB`/`B` after the letter.
 fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("unknown size suffix in `{s}` (use K, M, G or T)")),
-            };
-            (&t[..i], 1u64 << shift)
-        }
-        _ => (t, 1),
+    let bad = || format!("`{s}` is not a size (e.g. 4G, 512MiB, 1048576)");
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KI" | "KIB" => 10,
+        "M" | "MB" | "MI" | "MIB" => 20,
+        "G" | "GB" | "GI" | "GIB" => 30,
+        "T" | "TB" | "TI" | "TIB" => 40,
+        _ => return Err(format!("unknown size unit in `{s}` (use K, M, G or T)")),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 4G, 512M, 1048576)"))?;
     let bytes = n
-        .checked_mul(mul)
+        .checked_mul(1u64 << shift)
         .ok_or_else(|| format!("`{s}` is too large"))?;
     if bytes < 1 << 20 {
         return Err(format!("`{s}` is less than 1M, too little for any model"));
@@ -421,7 +428,8 @@ fn load_options(c: &ContextArgs) -> LoadOptions {
     LoadOptions {
         context_length: Some(c.ctx),
         context_shift: c.context_shift,
-        ..LoadOptions::default()
+        cache_budget_bytes: c.cache_budget,
+        prefetch_layers: c.prefetch,
     }
 }
 
@@ -610,18 +618,43 @@ fn run(args: RunArgs, mem: u64) -> Result<()> {
     let ids = e.tokenize(&text)?;
     let g = e.rt.generate(&session, &ids, &args.sampling.options())?;
     let (finish, u, _) = stream(&mut e, &g, args.json)?;
+    let mut summary = serde_json::json!({"done": true, "finish": finish_name(finish), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms});
+    let mut stats_line = String::new();
+    if args.stats {
+        let info = e.rt.model_info(&e.model)?;
+        let st = e.rt.store_stats();
+        let peak = e.rt.guest_memory_peak();
+        let extra = serde_json::json!({
+            "guest_memory_peak_bytes": peak,
+            "store_bytes_read": st.bytes_served,
+            "store_reads": st.reads,
+            "prefetch_bytes_used": st.prefetch_bytes_used,
+            "cache_budget_bytes": info.cache_budget_bytes,
+        });
+        stats_line = format!(
+            "guest memory peak {}, store served {} in {} reads, prefetched bytes used {}, weight cache budget {}",
+            indicatif::HumanBytes(peak),
+            indicatif::HumanBytes(st.bytes_served),
+            st.reads,
+            indicatif::HumanBytes(st.prefetch_bytes_used),
+            info.cache_budget_bytes
+                .map_or("none (all weights resident)".to_owned(), |b| indicatif::HumanBytes(b).to_string()),
+        );
+        if let (Some(s), Some(x)) = (summary.as_object_mut(), extra.as_object()) {
+            s.extend(x.clone());
+        }
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"done": true, "finish": finish_name(finish), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms})
-        )?;
+        writeln!(out, "{summary}")?;
     } else {
         writeln!(out)?;
     }
     out.flush()?;
     eprintln!("{}", timing_line(&u, finish));
+    if args.stats && !args.json {
+        eprintln!("{stats_line}");
+    }
     Ok(())
 }
 
