@@ -638,7 +638,9 @@ fn run(args: RunArgs, mem: u64) -> Result<()> {
             st.reads,
             indicatif::HumanBytes(st.prefetch_bytes_used),
             info.cache_budget_bytes
-                .map_or("none (all weights resident)".to_owned(), |b| indicatif::HumanBytes(b).to_string()),
+                .map_or("none (all weights resident)".to_owned(), |b| {
+                    indicatif::HumanBytes(b).to_string()
+                }),
         );
         if let (Some(s), Some(x)) = (summary.as_object_mut(), extra.as_object()) {
             s.extend(x.clone());

@@ -888,7 +888,12 @@ fn layer_cache_streams_layers_with_the_same_results() {
         };
         let layer = (total - head) / c.n_layer as u64;
         let mut streamed_somewhere = false;
-        for budget in [total, head + 2 * layer + layer / 2, head + layer + layer / 2, head + layer / 2] {
+        for budget in [
+            total,
+            head + 2 * layer + layer / 2,
+            head + layer + layer / 2,
+            head + layer / 2,
+        ] {
             let src: SharedSource = Arc::new(bytes.clone());
             let gguf = Gguf::read(&*src).unwrap();
             let opts = CacheOptions {
@@ -915,9 +920,16 @@ fn layer_cache_streams_layers_with_the_same_results() {
             assert!(st.resident_bytes <= budget, "{st:?} over {budget}");
             if st.streamed_layers > 0 {
                 streamed_somewhere = true;
-                assert!(st.layer_loads >= 2 * st.streamed_layers as u64 - 1, "{st:?}");
+                assert!(
+                    st.layer_loads >= 2 * st.streamed_layers as u64 - 1,
+                    "{st:?}"
+                );
             }
         }
-        assert!(streamed_somewhere, "{:?}: no budget made layers stream", c.arch);
+        assert!(
+            streamed_somewhere,
+            "{:?}: no budget made layers stream",
+            c.arch
+        );
     }
 }

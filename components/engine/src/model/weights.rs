@@ -12,8 +12,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::gguf::{ByteSource, Gguf, TensorInfo};
-use crate::model::hparams::HParams;
 use crate::model::SharedSource;
+use crate::model::hparams::HParams;
 use crate::quant::{self, GgmlType, VecDotFn};
 use crate::{Error, Result};
 
