@@ -67,9 +67,11 @@ pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
     })
 }
 
-/// The RoPE of layer `il` in a context of `n_ctx` (`llama_model::get_rope_factors`).
+/// The RoPE of layer `il` in a context of `n_ctx` (`llama_model::get_rope_factors`). llama.cpp
+/// compares the context it actually allocates, `n_ctx` rounded up to a multiple of 256
+/// (`llama_context::llama_context`: `GGML_PAD(n_ctx, 256)`), so this does too.
 pub(crate) fn rope<'w>(hp: &HParams, w: &'w Weights, _il: usize, n_ctx: usize) -> Rope<'w> {
-    let factors = if n_ctx > hp.n_ctx_orig {
+    let factors = if n_ctx.next_multiple_of(256) > hp.n_ctx_orig {
         w.rope_long.as_deref()
     } else {
         w.rope_short.as_deref()

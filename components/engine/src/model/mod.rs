@@ -10,6 +10,7 @@
 //!
 //! The forward passes themselves live in [`crate::arch`], one file per architecture.
 
+pub(crate) mod fmat;
 pub mod hparams;
 pub(crate) mod kquant;
 pub(crate) mod kv_cache;

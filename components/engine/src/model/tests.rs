@@ -1,6 +1,7 @@
 //! Tests on small synthetic models: hyperparameter checks, the forward passes against a plain f64
 //! re-implementation of the same equations, batching, the KV cache and context shift.
-//! (Fidelity against llama.cpp on real models is in tests/forward.rs.)
+//! (Fidelity against llama.cpp is in tests/forward.rs on real models and tests/arch_reference.rs
+//! on tiny models of the other architectures.)
 
 use super::*;
 use crate::gguf::{GgufWriter, Value};
@@ -540,7 +541,23 @@ fn gemma3_matches_reference() {
     check_against_reference(GEMMA3);
 }
 
-/// Batched prefill, token-by-token decoding and any split in between give the same logits.
+/// `got` agrees with `want` to `rel` of `want`'s largest magnitude.
+fn assert_close(got: &[f32], want: &[f32], rel: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(
+        diff <= rel * scale,
+        "{what}: max diff {diff} vs scale {scale}"
+    );
+}
+
+/// Batched prefill, token-by-token decoding and any split in between give the same logits:
+/// exactly when every call has two or more tokens, and to within roundings for one-token calls,
+/// whose F32 matrix products llama.cpp (and so the engine, `fmat`) sums in another order.
 #[test]
 fn batching_does_not_change_results() {
     for c in all_archs() {
@@ -553,7 +570,7 @@ fn batching_does_not_change_results() {
         for &t in &toks {
             one_by_one.extend_from_slice(b.eval(&[t], LogitsMode::Last).unwrap().last());
         }
-        assert_eq!(all, one_by_one);
+        assert_close(&one_by_one, &all, 1e-3, c.arch.name());
         let mut c2 = session(&m, 64);
         c2.eval(&toks[..10], LogitsMode::Last).unwrap();
         let tail = c2.eval(&toks[10..], LogitsMode::All).unwrap();
@@ -593,7 +610,8 @@ fn flash_attention_decode_is_close_to_prefill() {
     }
 }
 
-/// Inputs longer than one batch are split, and the results do not depend on the split.
+/// Inputs longer than one batch are split, and the results do not depend on the split (up to
+/// the one-row output product of `LogitsMode::Last`, summed in another order as in llama.cpp).
 #[test]
 fn long_inputs_run_in_batches() {
     let m = load(synth(LLAMA, 1).0).unwrap();
@@ -604,7 +622,12 @@ fn long_inputs_run_in_batches() {
     let mut s2 = session(&m, 1024);
     let last = s2.eval(&toks, LogitsMode::Last).unwrap();
     assert_eq!(last.rows(), 1);
-    assert_eq!(last.last(), &all[(toks.len() - 1) * LLAMA.n_vocab..]);
+    assert_close(
+        last.last(),
+        &all[(toks.len() - 1) * LLAMA.n_vocab..],
+        1e-5,
+        "last",
+    );
 }
 
 #[test]
