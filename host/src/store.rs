@@ -49,6 +49,9 @@ struct Counters {
     prefetch_bytes_used: AtomicU64,
 }
 
+/// A range of a mapped file whose pages the prefetch thread touches.
+type TouchJob = (Arc<MappedFile>, usize, usize);
+
 /// How many recent prefetch ranges are remembered to count their use.
 const PREFETCH_RANGES: usize = 64;
 
@@ -95,6 +98,8 @@ pub struct BlobStore {
     counters: Counters,
     /// Recent prefetch ranges: (file identity, start, end), oldest first.
     prefetched: Mutex<std::collections::VecDeque<(usize, u64, u64)>>,
+    /// The thread that touches prefetched pages, started on the first prefetch.
+    toucher: Mutex<Option<std::sync::mpsc::Sender<TouchJob>>>,
 }
 
 impl BlobStore {
@@ -105,6 +110,7 @@ impl BlobStore {
             max_read_len: max_read_len.max(1),
             counters: Counters::default(),
             prefetched: Mutex::default(),
+            toucher: Mutex::default(),
         }
     }
 
@@ -205,6 +211,37 @@ impl BlobStore {
         Ok(out)
     }
 
+    /// Has a background thread read one byte of every page of `start..start + len`, so the page
+    /// faults (and any disk reads `madvise` has not finished) happen there rather than in the
+    /// guest's next `read`, which then only copies.
+    fn touch_later(&self, file: &Arc<MappedFile>, start: usize, len: usize) {
+        let mut toucher = self.toucher.lock().unwrap_or_else(|p| p.into_inner());
+        if toucher.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<TouchJob>();
+            let spawned = std::thread::Builder::new()
+                .name("chord-prefetch".into())
+                .spawn(move || {
+                    for (file, start, len) in rx {
+                        let bytes = &file.bytes()[start..start + len];
+                        let mut sum = 0u8;
+                        for page in bytes.chunks(4096) {
+                            // SAFETY: `page` is a valid, non-empty slice of the map.
+                            sum ^= unsafe { std::ptr::read_volatile(page.as_ptr()) };
+                        }
+                        std::hint::black_box(sum);
+                    }
+                });
+            match spawned {
+                Ok(_) => *toucher = Some(tx),
+                // No thread: prefetch stays a madvise hint.
+                Err(_) => return,
+            }
+        }
+        if let Some(tx) = toucher.as_ref() {
+            let _ = tx.send((file.clone(), start, len));
+        }
+    }
+
     /// Adds the part of `start..end` that earlier prefetches covered to `prefetch_bytes_used`,
     /// and forgets prefetch ranges the read has gone past.
     fn count_prefetch_use(&self, blob: &BlobHandle, start: u64, end: u64) {
@@ -256,6 +293,7 @@ impl BlobStore {
         self.counters
             .bytes_prefetched
             .fetch_add(len as u64, Relaxed);
+        self.touch_later(&blob.file, start, len);
         let mut ranges = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
         if ranges.len() == PREFETCH_RANGES {
             ranges.pop_front();

@@ -101,6 +101,31 @@ impl ByteSource for StoreSource {
     fn prefetch(&self, offset: u64, len: u64) {
         self.blob.prefetch(offset, len);
     }
+
+    fn read_vec(&self, offset: u64, len: usize) -> crate::Result<Vec<u8>> {
+        // One store call fills a buffer that becomes the tensor's: no copy in the guest.
+        match u32::try_from(len) {
+            Ok(n) if n <= self.max_read => {
+                let bytes = self.blob.read(offset, n).map_err(store_error)?;
+                if bytes.len() != len {
+                    return Err(EngineError::Store(format!(
+                        "store returned {} bytes for a read of {len} at offset {offset}",
+                        bytes.len()
+                    )));
+                }
+                Ok(bytes)
+            }
+            _ => {
+                let mut data = Vec::new();
+                data.try_reserve_exact(len).map_err(|_| {
+                    EngineError::OutOfMemory(format!("{len} bytes at offset {offset}"))
+                })?;
+                data.resize(len, 0);
+                self.read_exact_at(offset, &mut data)?;
+                Ok(data)
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ use crate::model::hparams::HParams;
 use crate::quant::{self, GgmlType, VecDotFn};
 use crate::{Error, Result};
 
-/// Tensor data is read in pieces of this size: one store call each, and no single huge request.
-const READ_CHUNK: usize = 8 << 20;
 
 /// A weight matrix in its stored (usually quantized) type: `n_rows` rows of `n_cols` values.
 pub struct Matrix {
@@ -406,16 +404,10 @@ impl<'a> Loader<'a> {
         }
         let size = usize::try_from(t.size)
             .map_err(|_| Error::OutOfMemory(format!("tensor {}: {} bytes", t.name, t.size)))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(size)
-            .map_err(|_| Error::OutOfMemory(format!("tensor {}: {size} bytes", t.name)))?;
-        data.resize(size, 0);
-        for (i, chunk) in data.chunks_mut(READ_CHUNK).enumerate() {
-            // i * READ_CHUNK < size, which fits in u64.
-            let off = base + (i * READ_CHUNK) as u64;
-            self.src.read_exact_at(off, chunk)?;
-        }
-        Ok(data)
+        self.src.read_vec(base, size).map_err(|e| match e {
+            Error::OutOfMemory(_) => Error::OutOfMemory(format!("tensor {}: {size} bytes", t.name)),
+            e => e,
+        })
     }
 
     /// The matrix `name` with `n_rows` rows of `n_cols` values, in any type with a dot kernel.
