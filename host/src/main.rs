@@ -41,6 +41,8 @@ enum Command {
     Logits(LogitsArgs),
     /// Perplexity of a text file, by llama-perplexity's method.
     Perplexity(PerplexityArgs),
+    /// Prompt (pp) and generation (tg) speed, like llama-bench.
+    Bench(BenchArgs),
     /// Tokenize TEXT (or all of stdin, verbatim) with a model's tokenizer and print the token ids.
     Tokenize(TokenizeArgs),
     /// Write a synthetic llama model with seeded random weights (for tests and benchmarks).
@@ -211,6 +213,35 @@ struct LogitsArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Prompt tokens evaluated in one batch (0: skip the pp test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    n_prompt: u32,
+    /// Tokens generated one at a time (0: skip the tg test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    n_gen: u32,
+    /// Repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: u32,
+    /// Host thread counts to test, comma-separated (the `cpu` backend's pool).
+    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "1")]
+    threads: Vec<u32>,
+    /// Where the model computes: `guest` (the component's own SIMD kernels, one thread) or `cpu`
+    /// (the host's native backend).
+    #[arg(long, default_value = "guest")]
+    backend: String,
+    /// Weight cache budget (see `run --cache-budget`).
+    #[arg(long, value_parser = parse_bytes)]
+    cache_budget: Option<u64>,
+    /// One JSON array of {"test","threads","backend","tok_s","stdev"}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct PerplexityArgs {
     /// A .gguf path or a model name that `chord pull` knows.
     #[arg(long, short, default_value = DEFAULT_MODEL)]
@@ -307,6 +338,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat(args, mem),
         Command::Logits(args) => logits(args, mem),
         Command::Perplexity(args) => perplexity(args, mem),
+        Command::Bench(args) => bench(args, mem),
         Command::Tokenize(args) => tokenize(args, mem),
         Command::Synth(args) => synth(args),
     };
@@ -845,6 +877,88 @@ fn perplexity(args: PerplexityArgs, mem: u64) -> Result<()> {
     } else {
         eprintln!();
         println!("PPL = {ppl:.4} +/- {err:.4}");
+    }
+    Ok(())
+}
+
+/// llama-bench's two tests through the component: `pp` evaluates `n_prompt` tokens as one batch in
+/// an empty context; `tg` evaluates `n_gen` tokens one at a time (no sampling, as llama-bench). Each
+/// runs once to warm up, then `repetitions` times; tok/s mean and standard deviation.
+fn bench(args: BenchArgs, mem: u64) -> Result<()> {
+    match args.backend.as_str() {
+        "guest" => {}
+        "cpu" => anyhow::bail!(
+            "the host CPU compute backend is not implemented yet; use --backend guest"
+        ),
+        b => anyhow::bail!("unknown backend `{b}` (guest or cpu)"),
+    }
+    if args.repetitions == 0 {
+        anyhow::bail!("--repetitions must be at least 1");
+    }
+    let ctx = (args.n_prompt.max(1) + args.n_gen).max(16);
+    let mut e = Engine::open(
+        &args.model,
+        mem,
+        &LoadOptions {
+            context_length: Some(ctx),
+            cache_budget_bytes: args.cache_budget,
+            ..LoadOptions::default()
+        },
+    )?;
+    let info = e.rt.model_info(&e.model)?;
+    let session = e.session(&SessionOptions::default())?;
+    // Deterministic ordinary tokens (not BOS/EOS: their ids are small or special).
+    let vocab = info.hyperparameters.vocab_size.max(2);
+    let token = |i: u32| 1 + (i.wrapping_mul(2_654_435_761) % (vocab - 1));
+    let mut results = Vec::new();
+    // The guest computes on one thread whatever -t says; its rows carry threads = 1.
+    let threads = 1u32;
+    let mut tests = Vec::new();
+    if args.n_prompt > 0 {
+        tests.push((format!("pp{}", args.n_prompt), args.n_prompt, true));
+    }
+    if args.n_gen > 0 {
+        tests.push((format!("tg{}", args.n_gen), args.n_gen, false));
+    }
+    for (name, n, batch) in tests {
+        let prompt: Vec<u32> = (0..n).map(token).collect();
+        let mut rates = Vec::new();
+        for rep in 0..=args.repetitions {
+            e.rt.reset(&session)?;
+            let t0 = std::time::Instant::now();
+            if batch {
+                e.rt.feed(&session, &prompt)?;
+            } else {
+                for t in &prompt {
+                    e.rt.feed(&session, std::slice::from_ref(t))?;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            if rep > 0 {
+                rates.push(f64::from(n) / secs);
+            }
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
+            / (rates.len().max(2) - 1) as f64;
+        results.push((name, mean, var.sqrt()));
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(test, mean, sd)| serde_json::json!({"test": test, "threads": threads, "backend": args.backend, "tok_s": mean, "stdev": sd}))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!("| model | backend | threads | test | t/s |");
+        println!("|---|---|---|---|---|");
+        for (test, mean, sd) in &results {
+            println!(
+                "| {} | {} | {threads} | {test} | {mean:.2} ± {sd:.2} |",
+                e.path.file_name().map_or("?".into(), |f| f.to_string_lossy()),
+                args.backend
+            );
+        }
     }
     Ok(())
 }
