@@ -41,6 +41,8 @@ enum Command {
     Logits(LogitsArgs),
     /// Perplexity of a text file, by llama-perplexity's method.
     Perplexity(PerplexityArgs),
+    /// Prompt (pp) and generation (tg) speed, like llama-bench.
+    Bench(BenchArgs),
     /// Tokenize TEXT (or all of stdin, verbatim) with a model's tokenizer and print the token ids.
     Tokenize(TokenizeArgs),
     /// Write a synthetic llama model with seeded random weights (for tests and benchmarks).
@@ -77,6 +79,10 @@ struct RunArgs {
     /// One JSON object per line per token, then a summary object.
     #[arg(long)]
     json: bool,
+    /// Add memory and store counters to the summary: guest memory high-water mark, bytes and
+    /// reads served by the store, prefetched bytes used, the weight cache budget.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Args)]
@@ -169,6 +175,14 @@ struct ContextArgs {
     /// Attend as llama.cpp's flash-attention path does (same mathematics, other roundings).
     #[arg(long)]
     flash_attn: bool,
+    /// Most bytes of weights the engine keeps in its memory, reading the other layers from the
+    /// store as it reaches them (e.g. 512MiB); default: all weights if they take at most 2 GiB,
+    /// else 1 GiB.
+    #[arg(long, value_parser = parse_bytes)]
+    cache_budget: Option<u64>,
+    /// Streamed layers ahead of the current one that the store reads ahead (0: none).
+    #[arg(long, default_value_t = 1)]
+    prefetch: u32,
 }
 
 #[derive(Args)]
@@ -194,6 +208,35 @@ struct LogitsArgs {
     #[arg(long)]
     flash_attn: bool,
     /// One JSON object per position: {"pos":i,"top":[[id,logit],...],"lse":x}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A .gguf path or a model name that `chord pull` knows.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Prompt tokens evaluated in one batch (0: skip the pp test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    n_prompt: u32,
+    /// Tokens generated one at a time (0: skip the tg test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    n_gen: u32,
+    /// Repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: u32,
+    /// Host thread counts to test, comma-separated (the `cpu` backend's pool).
+    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "1")]
+    threads: Vec<u32>,
+    /// Where the model computes: `guest` (the component's own SIMD kernels, one thread) or `cpu`
+    /// (the host's native backend).
+    #[arg(long, default_value = "guest")]
+    backend: String,
+    /// Weight cache budget (see `run --cache-budget`).
+    #[arg(long, value_parser = parse_bytes)]
+    cache_budget: Option<u64>,
+    /// One JSON array of {"test","threads","backend","tok_s","stdev"}.
     #[arg(long)]
     json: bool,
 }
@@ -295,6 +338,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat(args, mem),
         Command::Logits(args) => logits(args, mem),
         Command::Perplexity(args) => perplexity(args, mem),
+        Command::Bench(args) => bench(args, mem),
         Command::Tokenize(args) => tokenize(args, mem),
         Command::Synth(args) => synth(args),
     };
@@ -316,28 +360,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// `4G`, `512M`, `64k`, or a plain byte count.
+/// `4G`, `512MiB`, `64k`, `1048576`: binary units, an optional `i`/`iB`/`B` after the letter.
 fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("unknown size suffix in `{s}` (use K, M, G or T)")),
-            };
-            (&t[..i], 1u64 << shift)
-        }
-        _ => (t, 1),
+    let bad = || format!("`{s}` is not a size (e.g. 4G, 512MiB, 1048576)");
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KI" | "KIB" => 10,
+        "M" | "MB" | "MI" | "MIB" => 20,
+        "G" | "GB" | "GI" | "GIB" => 30,
+        "T" | "TB" | "TI" | "TIB" => 40,
+        _ => return Err(format!("unknown size unit in `{s}` (use K, M, G or T)")),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 4G, 512M, 1048576)"))?;
     let bytes = n
-        .checked_mul(mul)
+        .checked_mul(1u64 << shift)
         .ok_or_else(|| format!("`{s}` is too large"))?;
     if bytes < 1 << 20 {
         return Err(format!("`{s}` is less than 1M, too little for any model"));
@@ -421,7 +460,8 @@ fn load_options(c: &ContextArgs) -> LoadOptions {
     LoadOptions {
         context_length: Some(c.ctx),
         context_shift: c.context_shift,
-        ..LoadOptions::default()
+        cache_budget_bytes: c.cache_budget,
+        prefetch_layers: c.prefetch,
     }
 }
 
@@ -610,18 +650,45 @@ fn run(args: RunArgs, mem: u64) -> Result<()> {
     let ids = e.tokenize(&text)?;
     let g = e.rt.generate(&session, &ids, &args.sampling.options())?;
     let (finish, u, _) = stream(&mut e, &g, args.json)?;
+    let mut summary = serde_json::json!({"done": true, "finish": finish_name(finish), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms});
+    let mut stats_line = String::new();
+    if args.stats {
+        let info = e.rt.model_info(&e.model)?;
+        let st = e.rt.store_stats();
+        let peak = e.rt.guest_memory_peak();
+        let extra = serde_json::json!({
+            "guest_memory_peak_bytes": peak,
+            "store_bytes_read": st.bytes_served,
+            "store_reads": st.reads,
+            "prefetch_bytes_used": st.prefetch_bytes_used,
+            "cache_budget_bytes": info.cache_budget_bytes,
+        });
+        stats_line = format!(
+            "guest memory peak {}, store served {} in {} reads, prefetched bytes used {}, weight cache budget {}",
+            indicatif::HumanBytes(peak),
+            indicatif::HumanBytes(st.bytes_served),
+            st.reads,
+            indicatif::HumanBytes(st.prefetch_bytes_used),
+            info.cache_budget_bytes
+                .map_or("none (all weights resident)".to_owned(), |b| {
+                    indicatif::HumanBytes(b).to_string()
+                }),
+        );
+        if let (Some(s), Some(x)) = (summary.as_object_mut(), extra.as_object()) {
+            s.extend(x.clone());
+        }
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"done": true, "finish": finish_name(finish), "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms})
-        )?;
+        writeln!(out, "{summary}")?;
     } else {
         writeln!(out)?;
     }
     out.flush()?;
     eprintln!("{}", timing_line(&u, finish));
+    if args.stats && !args.json {
+        eprintln!("{stats_line}");
+    }
     Ok(())
 }
 
@@ -810,6 +877,88 @@ fn perplexity(args: PerplexityArgs, mem: u64) -> Result<()> {
     } else {
         eprintln!();
         println!("PPL = {ppl:.4} +/- {err:.4}");
+    }
+    Ok(())
+}
+
+/// llama-bench's two tests through the component: `pp` evaluates `n_prompt` tokens as one batch in
+/// an empty context; `tg` evaluates `n_gen` tokens one at a time (no sampling, as llama-bench). Each
+/// runs once to warm up, then `repetitions` times; tok/s mean and standard deviation.
+fn bench(args: BenchArgs, mem: u64) -> Result<()> {
+    match args.backend.as_str() {
+        "guest" => {}
+        "cpu" => anyhow::bail!(
+            "the host CPU compute backend is not implemented yet; use --backend guest"
+        ),
+        b => anyhow::bail!("unknown backend `{b}` (guest or cpu)"),
+    }
+    if args.repetitions == 0 {
+        anyhow::bail!("--repetitions must be at least 1");
+    }
+    let ctx = (args.n_prompt.max(1) + args.n_gen).max(16);
+    let mut e = Engine::open(
+        &args.model,
+        mem,
+        &LoadOptions {
+            context_length: Some(ctx),
+            cache_budget_bytes: args.cache_budget,
+            ..LoadOptions::default()
+        },
+    )?;
+    let info = e.rt.model_info(&e.model)?;
+    let session = e.session(&SessionOptions::default())?;
+    // Deterministic ordinary tokens (not BOS/EOS: their ids are small or special).
+    let vocab = info.hyperparameters.vocab_size.max(2);
+    let token = |i: u32| 1 + (i.wrapping_mul(2_654_435_761) % (vocab - 1));
+    let mut results = Vec::new();
+    // The guest computes on one thread whatever -t says; its rows carry threads = 1.
+    let threads = 1u32;
+    let mut tests = Vec::new();
+    if args.n_prompt > 0 {
+        tests.push((format!("pp{}", args.n_prompt), args.n_prompt, true));
+    }
+    if args.n_gen > 0 {
+        tests.push((format!("tg{}", args.n_gen), args.n_gen, false));
+    }
+    for (name, n, batch) in tests {
+        let prompt: Vec<u32> = (0..n).map(token).collect();
+        let mut rates = Vec::new();
+        for rep in 0..=args.repetitions {
+            e.rt.reset(&session)?;
+            let t0 = std::time::Instant::now();
+            if batch {
+                e.rt.feed(&session, &prompt)?;
+            } else {
+                for t in &prompt {
+                    e.rt.feed(&session, std::slice::from_ref(t))?;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            if rep > 0 {
+                rates.push(f64::from(n) / secs);
+            }
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
+            / (rates.len().max(2) - 1) as f64;
+        results.push((name, mean, var.sqrt()));
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(test, mean, sd)| serde_json::json!({"test": test, "threads": threads, "backend": args.backend, "tok_s": mean, "stdev": sd}))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!("| model | backend | threads | test | t/s |");
+        println!("|---|---|---|---|---|");
+        for (test, mean, sd) in &results {
+            println!(
+                "| {} | {} | {threads} | {test} | {mean:.2} ± {sd:.2} |",
+                e.path.file_name().map_or("?".into(), |f| f.to_string_lossy()),
+                args.backend
+            );
+        }
     }
     Ok(())
 }

@@ -34,6 +34,9 @@ pub struct StoreStats {
     pub prefetches: u64,
     /// Bytes covered by those calls (after clamping to the blob).
     pub bytes_prefetched: u64,
+    /// Bytes served by reads that fell in a range prefetched before (each byte counted once per
+    /// read): how much of the prefetching was used.
+    pub prefetch_bytes_used: u64,
 }
 
 #[derive(Default)]
@@ -43,7 +46,14 @@ struct Counters {
     bytes_served: AtomicU64,
     prefetches: AtomicU64,
     bytes_prefetched: AtomicU64,
+    prefetch_bytes_used: AtomicU64,
 }
+
+/// A range of a mapped file whose pages the prefetch thread touches.
+type TouchJob = (Arc<MappedFile>, usize, usize);
+
+/// How many recent prefetch ranges are remembered to count their use.
+const PREFETCH_RANGES: usize = 64;
 
 /// One registered file: its path, and its map once opened.
 struct Entry {
@@ -86,6 +96,10 @@ pub struct BlobStore {
     entries: Mutex<HashMap<String, Entry>>,
     max_read_len: u32,
     counters: Counters,
+    /// Recent prefetch ranges: (file identity, start, end), oldest first.
+    prefetched: Mutex<std::collections::VecDeque<(usize, u64, u64)>>,
+    /// The thread that touches prefetched pages, started on the first prefetch.
+    toucher: Mutex<Option<std::sync::mpsc::Sender<TouchJob>>>,
 }
 
 impl BlobStore {
@@ -95,6 +109,8 @@ impl BlobStore {
             entries: Mutex::default(),
             max_read_len: max_read_len.max(1),
             counters: Counters::default(),
+            prefetched: Mutex::default(),
+            toucher: Mutex::default(),
         }
     }
 
@@ -131,6 +147,7 @@ impl BlobStore {
             bytes_served: c.bytes_served.load(Relaxed),
             prefetches: c.prefetches.load(Relaxed),
             bytes_prefetched: c.bytes_prefetched.load(Relaxed),
+            prefetch_bytes_used: c.prefetch_bytes_used.load(Relaxed),
         }
     }
 
@@ -190,7 +207,64 @@ impl BlobStore {
         self.counters
             .bytes_served
             .fetch_add(u64::from(len), Relaxed);
+        self.count_prefetch_use(blob, offset, offset + u64::from(len));
         Ok(out)
+    }
+
+    /// Has a background thread read one byte of every page of `start..start + len`, so the page
+    /// faults (and any disk reads `madvise` has not finished) happen there rather than in the
+    /// guest's next `read`, which then only copies.
+    fn touch_later(&self, file: &Arc<MappedFile>, start: usize, len: usize) {
+        let mut toucher = self.toucher.lock().unwrap_or_else(|p| p.into_inner());
+        if toucher.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<TouchJob>();
+            let spawned = std::thread::Builder::new()
+                .name("chord-prefetch".into())
+                .spawn(move || {
+                    for (file, start, len) in rx {
+                        let bytes = &file.bytes()[start..start + len];
+                        let mut sum = 0u8;
+                        for page in bytes.chunks(4096) {
+                            // SAFETY: `page` is a valid, non-empty slice of the map.
+                            sum ^= unsafe { std::ptr::read_volatile(page.as_ptr()) };
+                        }
+                        std::hint::black_box(sum);
+                    }
+                });
+            match spawned {
+                Ok(_) => *toucher = Some(tx),
+                // No thread: prefetch stays a madvise hint.
+                Err(_) => return,
+            }
+        }
+        if let Some(tx) = toucher.as_ref() {
+            let _ = tx.send((file.clone(), start, len));
+        }
+    }
+
+    /// Adds the part of `start..end` that earlier prefetches covered to `prefetch_bytes_used`,
+    /// and forgets prefetch ranges the read has gone past.
+    fn count_prefetch_use(&self, blob: &BlobHandle, start: u64, end: u64) {
+        let id = Arc::as_ptr(&blob.file) as usize;
+        let mut ranges = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
+        // The union of the overlaps: ranges may overlap each other.
+        let mut covered: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|r| r.0 == id && r.1 < end && r.2 > start)
+            .map(|r| (r.1.max(start), r.2.min(end)))
+            .collect();
+        covered.sort_unstable();
+        let (mut used, mut upto) = (0u64, start);
+        for (a, b) in covered {
+            let a = a.max(upto);
+            if b > a {
+                used += b - a;
+                upto = b;
+            }
+        }
+        ranges.retain(|r| !(r.0 == id && r.1 >= start && r.2 <= end));
+        drop(ranges);
+        self.counters.prefetch_bytes_used.fetch_add(used, Relaxed);
     }
 
     /// Asks the kernel to read `offset..offset+len` of `blob` ahead; clamps to the blob, ignores
@@ -219,6 +293,13 @@ impl BlobStore {
         self.counters
             .bytes_prefetched
             .fetch_add(len as u64, Relaxed);
+        self.touch_later(&blob.file, start, len);
+        let mut ranges = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
+        if ranges.len() == PREFETCH_RANGES {
+            ranges.pop_front();
+        }
+        let id = Arc::as_ptr(&blob.file) as usize;
+        ranges.push_back((id, offset, offset + len as u64));
     }
 }
 

@@ -27,12 +27,12 @@ pub struct SynthSpec {
 }
 
 impl SynthSpec {
-    /// Named shapes: `llama-7b` (Llama 2 7B), `llama-4g` (a 7B-wide model with 40 layers: just over
+    /// Named shapes: `llama-7b` (Llama 2 7B), `llama-4g` (a 7B-wide model with 42 layers: just over
     /// 4 GiB in Q4_0), `llama-tiny` (for quick tests).
     pub fn preset(name: &str, ty: GgmlType, seed: u64) -> Result<Self> {
         let (n_embd, n_layer, n_ff, n_head, n_head_kv) = match name {
             "llama-7b" => (4096, 32, 11008, 32, 32),
-            "llama-4g" => (4096, 40, 11008, 32, 8),
+            "llama-4g" => (4096, 42, 11008, 32, 8),
             "llama-tiny" => (256, 2, 512, 4, 2),
             _ => {
                 return Err(Error::InvalidArgument(format!(
@@ -249,15 +249,22 @@ fn write_random(
         for b in buf[..n * block].chunks_exact_mut(block) {
             let jitter = 0.75 + 0.5 * rng.unit();
             match ty {
-                // Uniform nibbles 0..15 minus 8 have standard deviation ≈ 4.61.
+                // Nibbles minus 8 are -8..=7, whose mean of -0.5 would give every matrix a
+                // common direction (and the model an output that ignores its input): nibble 0
+                // becomes 8, leaving -7..=7 (0 twice as likely), zero mean, deviation ≈ 4.2.
                 GgmlType::Q4_0 => {
-                    b[..2].copy_from_slice(&f16(scale * jitter / 4.61));
+                    b[..2].copy_from_slice(&f16(scale * jitter / 4.2));
                     rng.fill(&mut b[2..]);
+                    for q in &mut b[2..] {
+                        let (lo, hi) = (*q & 0x0F, *q >> 4);
+                        *q = (if lo == 0 { 8 } else { lo }) | (if hi == 0 { 8 } else { hi }) << 4;
+                    }
                 }
+                // Nibbles minus 7.5: symmetric, deviation ≈ 4.61.
                 GgmlType::Q4_1 => {
                     let d = scale * jitter / 4.61;
                     b[..2].copy_from_slice(&f16(d));
-                    b[2..4].copy_from_slice(&f16(-8.0 * d));
+                    b[2..4].copy_from_slice(&f16(-7.5 * d));
                     rng.fill(&mut b[4..]);
                 }
                 // Uniform bytes in -127..=127 have standard deviation ≈ 73.3.

@@ -97,6 +97,35 @@ impl ByteSource for StoreSource {
         }
         Ok(())
     }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        self.blob.prefetch(offset, len);
+    }
+
+    fn read_vec(&self, offset: u64, len: usize) -> crate::Result<Vec<u8>> {
+        // One store call fills a buffer that becomes the tensor's: no copy in the guest.
+        match u32::try_from(len) {
+            Ok(n) if n <= self.max_read => {
+                let bytes = self.blob.read(offset, n).map_err(store_error)?;
+                if bytes.len() != len {
+                    return Err(EngineError::Store(format!(
+                        "store returned {} bytes for a read of {len} at offset {offset}",
+                        bytes.len()
+                    )));
+                }
+                Ok(bytes)
+            }
+            _ => {
+                let mut data = Vec::new();
+                data.try_reserve_exact(len).map_err(|_| {
+                    EngineError::OutOfMemory(format!("{len} bytes at offset {offset}"))
+                })?;
+                data.resize(len, 0);
+                self.read_exact_at(offset, &mut data)?;
+                Ok(data)
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,6 +140,11 @@ impl wit::Guest for Component {
     type Session = Session;
     type Generation = Generation;
 }
+
+/// Models whose weights take at most this many bytes are held whole by default...
+const DEFAULT_RESIDENT_MAX: u64 = 2 << 30;
+/// ... larger ones get a weight cache of this many bytes.
+const DEFAULT_CACHE_BUDGET: u64 = 1 << 30;
 
 /// A loaded model: its header, where its bytes are, and how it was loaded.
 struct Model {
@@ -135,6 +169,8 @@ struct Model {
     devices: Vec<chord::compute::compute::DeviceInfo>,
     /// Context length sessions get.
     context_length: u32,
+    /// The weight cache's budget (`None`: everything resident).
+    cache_budget: Option<u64>,
     /// The load options, validated.
     options: wit::LoadOptions,
 }
@@ -154,6 +190,13 @@ impl Model {
         let context_length = options
             .context_length
             .unwrap_or(hyperparameters.context_length);
+        let cache_budget = match options.cache_budget_bytes {
+            Some(b) => Some(b),
+            None => {
+                let total: u64 = gguf.tensors.iter().map(|t| t.size).sum();
+                (total > DEFAULT_RESIDENT_MAX).then_some(DEFAULT_CACHE_BUDGET)
+            }
+        };
         let tokenizer = Tokenizer::from_gguf(&gguf)
             .map(Rc::new)
             .map_err(|e| e.to_string());
@@ -169,6 +212,7 @@ impl Model {
             weights: RefCell::new(None),
             devices: chord::compute::compute::devices(),
             context_length,
+            cache_budget,
             options,
         })
     }
@@ -185,7 +229,15 @@ impl Model {
             return Ok(w.clone());
         }
         let source: crate::model::SharedSource = self.source.clone();
-        let w = Arc::new(crate::model::Model::load(source, self.gguf.clone())?);
+        let cache = crate::model::CacheOptions {
+            budget_bytes: self.cache_budget,
+            prefetch_layers: self.options.prefetch_layers as usize,
+        };
+        let w = Arc::new(crate::model::Model::load_with(
+            source,
+            self.gguf.clone(),
+            cache,
+        )?);
         *self.weights.borrow_mut() = Some(w.clone());
         Ok(w)
     }
@@ -690,6 +742,7 @@ fn model_info(m: &Model) -> wit::ModelInfo {
         special_tokens: m.special_tokens,
         has_chat_template: s.has_chat_template,
         context_length: m.context_length,
+        cache_budget_bytes: m.cache_budget,
         metadata: m
             .gguf
             .metadata

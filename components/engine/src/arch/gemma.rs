@@ -31,13 +31,14 @@ pub(crate) struct Layer {
 
 /// Gemma's weights besides the embeddings and head.
 pub(crate) struct Weights {
-    layers: Layers<Layer>,
+    pub(crate) layers: Layers<Layer>,
 }
 
 /// Reads the tensors of `load_arch_tensors`, checking every shape.
 pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
-    let (d, ff) = (hp.n_embd, hp.n_ff);
-    let layers = Layers::load_all(hp.n_layer, |il| {
+    // Each layer is read by a plain function: the layer cache may read it again later.
+    let layers = Layers::load(ld, hp, |ld, hp, il| {
+        let (d, ff) = (hp.n_embd, hp.n_ff);
         let name = |t: Tn| t.layer(il, "weight");
         Ok(Layer {
             attn_norm: ld.vector(&name(Tn::AttnNorm), d)?,
@@ -94,7 +95,7 @@ pub(crate) fn forward(
     };
 
     // x = embeddings * sqrt(d): [n, d]
-    m.embed(tokens, &mut s.x[..n * d])?;
+    m.embed(tokens, &mut s.x[..n * d], &mut s.row_buf)?;
     ops::scale(&mut s.x[..n * d], (d as f32).sqrt());
     // cos/sin of each position: [n, n_rot]
     rope.table(pos0, n, &mut s.rope[..n * nr]);

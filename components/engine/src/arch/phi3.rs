@@ -33,7 +33,7 @@ pub(crate) struct Layer {
 
 /// Phi-3's weights besides the embeddings and head.
 pub(crate) struct Weights {
-    layers: Layers<Layer>,
+    pub(crate) layers: Layers<Layer>,
     /// LongRoPE frequency divisors `[n_rot / 2]` for long and short contexts, if any.
     rope_long: Option<Vec<f32>>,
     rope_short: Option<Vec<f32>>,
@@ -41,12 +41,14 @@ pub(crate) struct Weights {
 
 /// Reads the tensors of `load_arch_tensors`, checking every shape.
 pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
-    let (d, ff) = (hp.n_embd, hp.n_ff);
+    let ff = hp.n_ff;
     let rope_long = ld.opt_vector(&Tn::RopeFactorsLong.weight(), hp.n_rot / 2)?;
     let rope_short = ld.opt_vector(&Tn::RopeFactorsShort.weight(), hp.n_rot / 2)?;
     // The fused gate+up output is twice as wide as the hidden layer.
     ld.ffn_width = ld.ffn_width.max(2 * ff);
-    let layers = Layers::load_all(hp.n_layer, |il| {
+    // Each layer is read by a plain function: the layer cache may read it again later.
+    let layers = Layers::load(ld, hp, |ld, hp, il| {
+        let (d, ff) = (hp.n_embd, hp.n_ff);
         let name = |t: Tn| t.layer(il, "weight");
         Ok(Layer {
             attn_norm: ld.vector(&name(Tn::AttnNorm), d)?,
@@ -65,9 +67,11 @@ pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams) -> Result<Weights> {
     })
 }
 
-/// The RoPE of layer `il` in a context of `n_ctx` (`llama_model::get_rope_factors`).
+/// The RoPE of layer `il` in a context of `n_ctx` (`llama_model::get_rope_factors`). llama.cpp
+/// compares the context it actually allocates, `n_ctx` rounded up to a multiple of 256
+/// (`llama_context::llama_context`: `GGML_PAD(n_ctx, 256)`), so this does too.
 pub(crate) fn rope<'w>(hp: &HParams, w: &'w Weights, _il: usize, n_ctx: usize) -> Rope<'w> {
-    let factors = if n_ctx > hp.n_ctx_orig {
+    let factors = if n_ctx.next_multiple_of(256) > hp.n_ctx_orig {
         w.rope_long.as_deref()
     } else {
         w.rope_short.as_deref()
@@ -112,7 +116,7 @@ pub(crate) fn forward(
     };
 
     // x = embeddings of the tokens: [n, d]
-    m.embed(tokens, &mut s.x[..n * d])?;
+    m.embed(tokens, &mut s.x[..n * d], &mut s.row_buf)?;
     // cos/sin of each position: [n, n_rot]
     rope.table(pos0, n, &mut s.rope[..n * nr]);
 

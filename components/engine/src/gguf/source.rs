@@ -11,6 +11,18 @@ pub trait ByteSource {
     fn size(&self) -> u64;
     /// Fills `buf` with the bytes at `offset..offset + buf.len()`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// A hint that `offset..offset + len` will be read soon (the store may start reading it).
+    fn prefetch(&self, _offset: u64, _len: u64) {}
+    /// `len` bytes at `offset` in a new buffer. A source that receives owned buffers anyway (the
+    /// guest's store import) hands its own over instead of copying it.
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| Error::OutOfMemory(format!("{len} bytes at offset {offset}")))?;
+        data.resize(len, 0);
+        self.read_exact_at(offset, &mut data)?;
+        Ok(data)
+    }
 }
 
 impl ByteSource for [u8] {

@@ -281,10 +281,9 @@ impl HParams {
                 }
             }
         }
-        if let Some(s) = opt_f32(Kv::AttentionScale)?.filter(|&s| s != 0.0) {
-            check_positive("attention.scale", s)?;
-            attn_scale = s;
-        }
+        // `{arch}.attention.scale` is deliberately not read: llama.cpp reads it only for the
+        // Granite family (`llama_model_granite::load_arch_hparams` and kin); for these
+        // architectures their graphs use the fixed scales above whatever the file says.
         check_positive("rope.freq_base_swa", rope_freq_base_swa)?;
         for (what, cap) in [
             ("attn_logit_softcapping", attn_softcap),

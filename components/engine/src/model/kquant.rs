@@ -294,7 +294,7 @@ mod tests {
                 let mut tmp = vec![0f32; n];
                 matmul(path, &w, &xb, n, &mut out, &mut tmp).unwrap();
                 for r in 0..m {
-                    w.dequantize_row(r, &mut wd).unwrap();
+                    w.dequantize_row(r, &mut wd, &mut Vec::new()).unwrap();
                     for t in 0..n {
                         let xr = &xb[t * arb..(t + 1) * arb];
                         quant::dequantize_row(GgmlType::Q8_K, xr, &mut xd).unwrap();

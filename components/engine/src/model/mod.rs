@@ -10,6 +10,7 @@
 //!
 //! The forward passes themselves live in [`crate::arch`], one file per architecture.
 
+pub(crate) mod fmat;
 pub mod hparams;
 pub(crate) mod kquant;
 pub(crate) mod kv_cache;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 pub use hparams::{Arch, HParams, RopeType};
 pub use kv_cache::KvCache;
-pub use weights::{Layers, Matrix};
+pub use weights::{CacheOptions, CacheStats, Layers, Matrix};
 
 use crate::arch;
 use crate::gguf::names::Tn;
@@ -82,9 +83,7 @@ macro_rules! with_arch {
 /// A model ready to run: hyperparameters and weights.
 pub struct Model {
     hp: HParams,
-    gguf: Gguf,
-    #[allow(dead_code)] // kept for the on-demand layer cache
-    src: SharedSource,
+    gguf: Arc<Gguf>,
     pub(crate) tok_embd: Matrix,
     output: Option<Matrix>,
     output_b: Option<Vec<f32>>,
@@ -108,20 +107,39 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Reads the hyperparameters and every weight of the model in `gguf` from `src`.
     pub fn load(src: SharedSource, gguf: Gguf) -> Result<Model> {
+        Model::load_with(src, gguf, CacheOptions::default())
+    }
+
+    /// Like [`Model::load`], keeping at most `cache.budget_bytes` of weights in memory: the
+    /// output head (and the token embeddings, when they are the output head) always, as many
+    /// leading layers as fit after it, and the other layers read on demand. Token embeddings
+    /// that are not the output head are then read by the row.
+    pub fn load_with(src: SharedSource, gguf: Gguf, cache: CacheOptions) -> Result<Model> {
         let hp = HParams::from_gguf(&gguf)?;
-        let mut ld = Loader {
-            src: &*src,
-            gguf: &gguf,
-            act_types: Vec::new(),
-            fused_qkv_width: 0,
-            ffn_width: hp.n_ff,
-        };
+        let gguf = Arc::new(gguf);
+        let mut ld = Loader::new(&src, &gguf, None, cache.prefetch_layers);
+        ld.ffn_width = hp.n_ff;
         let d = hp.n_embd;
-        let tok_embd = ld.matrix(&Tn::TokenEmbd.weight(), d, hp.n_vocab)?;
+        let tied = gguf.tensor(&Tn::Output.weight()).is_none();
+        let tok_embd = if cache.budget_bytes.is_some() && !tied {
+            ld.matrix_on_demand(&Tn::TokenEmbd.weight(), d, hp.n_vocab)?
+        } else {
+            ld.matrix(&Tn::TokenEmbd.weight(), d, hp.n_vocab)?
+        };
         let output_norm = ld.vector(&Tn::OutputNorm.weight(), d)?;
         // Tied embeddings: llama.cpp falls back to token_embd when output.weight is absent.
         let output = ld.opt_matrix(&Tn::Output.weight(), d, hp.n_vocab)?;
         let output_b = ld.opt_vector(&format!("{}.bias", Tn::Output.pattern()), hp.n_vocab)?;
+        if let Some(budget) = cache.budget_bytes {
+            // What stays resident besides the layers: the head, and the vectors read so far
+            // (`measured` counts every tensor read, the on-demand embeddings excepted).
+            let fixed = ld.measured;
+            ld.layer_budget = Some(budget.checked_sub(fixed).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the weight cache budget of {budget} bytes is less than the output head's {fixed}"
+                ))
+            })?);
+        }
         let weights = match hp.arch {
             Arch::Llama | Arch::Qwen2 => ArchWeights::Llama(arch::llama::load(&mut ld, &hp)?),
             Arch::Qwen3 => ArchWeights::Qwen3(arch::qwen3::load(&mut ld, &hp)?),
@@ -135,7 +153,6 @@ impl Model {
         Ok(Model {
             hp,
             gguf,
-            src,
             tok_embd,
             output,
             output_b,
@@ -145,6 +162,24 @@ impl Model {
             fused_qkv_width,
             ffn_width,
         })
+    }
+
+    /// The layer cache's counters (all layers pinned when the model was loaded without a
+    /// budget).
+    pub fn cache_stats(&self) -> CacheStats {
+        let mut s = match &self.weights {
+            ArchWeights::Llama(w) => w.layers.stats(),
+            ArchWeights::Qwen3(w) => w.layers.stats(),
+            ArchWeights::Phi3(w) => w.layers.stats(),
+            ArchWeights::Gemma(w) => w.layers.stats(),
+            ArchWeights::Gemma2(w) => w.layers.stats(),
+            ArchWeights::Gemma3(w) => w.layers.stats(),
+        };
+        let head = self.tok_embd.resident_bytes()
+            + self.output.as_ref().map_or(0, Matrix::resident_bytes)
+            + 4 * self.output_norm.len();
+        s.resident_bytes += head as u64;
+        s
     }
 
     /// The hyperparameters.
@@ -163,11 +198,11 @@ impl Model {
     }
 
     /// Copies the embeddings of `tokens` into the rows of `x`, dequantizing only those rows.
-    pub(crate) fn embed(&self, tokens: &[u32], x: &mut [f32]) -> Result<()> {
+    pub(crate) fn embed(&self, tokens: &[u32], x: &mut [f32], buf: &mut Vec<u8>) -> Result<()> {
         let d = self.hp.n_embd;
         for (t, &tok) in tokens.iter().enumerate() {
             self.tok_embd
-                .dequantize_row(tok as usize, &mut x[t * d..(t + 1) * d])?;
+                .dequantize_row(tok as usize, &mut x[t * d..(t + 1) * d], buf)?;
         }
         Ok(())
     }
@@ -285,6 +320,8 @@ pub(crate) struct Scratch {
     /// The current matmul input, quantized per weight type.
     pub acts: Acts,
     pub attn: AttnScratch,
+    /// A token embedding row read from the source (embeddings not held in memory).
+    pub row_buf: Vec<u8>,
 }
 
 impl Scratch {
@@ -307,6 +344,7 @@ impl Scratch {
             rope_swa: buf(hp.n_rot, "rope table")?,
             acts: Acts::new(nb, max_k, &m.act_types)?,
             attn: AttnScratch::new(n_ctx, hp.head_dim_k, hp.head_dim_v)?,
+            row_buf: Vec::new(),
         })
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! Buffers are passed in; nothing here allocates after [`Acts::new`].
 
+use super::fmat;
 use super::hparams::RopeType;
 use super::kquant;
 use super::kv_cache::LayerKv;
@@ -139,7 +140,8 @@ pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
     if let Some(path) = kquant::path(w, n) {
         return kquant::matmul(path, w, a, n, out, tmp);
     }
-    let dot = w.dot;
+    // F32/F16 weights: llama.cpp's summation order for this batch size (see `fmat`).
+    let dot = fmat::dot_fn(w.ty, m, k, n).unwrap_or(w.dot);
     for r in 0..m {
         let wr = w.row(r);
         for t in 0..n {
@@ -319,7 +321,7 @@ pub(crate) fn expf(x: f32) -> f32 {
 
 /// Sum of 16 lanes in the order of GCC's `_mm512_reduce_add_ps` (halves, then quarters, …).
 #[inline]
-fn reduce16(v: &[f32; 16]) -> f32 {
+pub(crate) fn reduce16(v: &[f32; 16]) -> f32 {
     let mut t8 = [0f32; 8];
     for i in 0..8 {
         t8[i] = v[8 + i] + v[i];

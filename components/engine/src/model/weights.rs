@@ -1,16 +1,22 @@
 //! Model weights: tensors found through the GGUF header and read through a [`ByteSource`].
 //!
 //! The same code runs natively (file or memory map) and in the wasm guest (the `memory64-store`
-//! import). For now every weight is read into memory once, at load. Layers are reached only through
-//! [`Layers::get`], so a bounded cache that pulls layers on demand can replace the `Vec` behind it
-//! without touching the forward passes.
+//! import). Without a byte budget every weight is read once, at load. With one (the guest's layer
+//! cache, for models larger than its memory), the output head and as many leading layers as fit
+//! stay resident ("pinned"), and the remaining layers are pulled from the source one at a time as
+//! the forward pass reaches them, the source being told to prefetch the next ones. A forward pass
+//! walks the layers in order every token, so evicting the least recently used of the streamed
+//! layers, while the pinned ones never move, keeps the hit rate at its maximum for a cyclic scan
+//! (plain LRU over all layers would miss every time). Token embeddings are read by the rows needed.
+
+use std::sync::{Arc, Mutex};
 
 use crate::gguf::{ByteSource, Gguf, TensorInfo};
+use crate::model::SharedSource;
+use crate::model::hparams::HParams;
 use crate::quant::{self, GgmlType, VecDotFn};
 use crate::{Error, Result};
 
-/// Tensor data is read in pieces of this size: one store call each, and no single huge request.
-const READ_CHUNK: usize = 8 << 20;
 
 /// A weight matrix in its stored (usually quantized) type: `n_rows` rows of `n_cols` values.
 pub struct Matrix {
@@ -27,6 +33,8 @@ pub struct Matrix {
     /// The dot product kernel for this type, resolved once.
     pub(crate) dot: VecDotFn,
     data: Vec<u8>,
+    /// When the rows are not in `data`: where to read them (token embeddings under a budget).
+    on_demand: Option<(SharedSource, u64)>,
 }
 
 impl std::fmt::Debug for Matrix {
@@ -43,7 +51,8 @@ impl std::fmt::Debug for Matrix {
 }
 
 impl Matrix {
-    /// The raw bytes of row `r`.
+    /// The raw bytes of row `r` (of a resident matrix: the loader makes every matrix a
+    /// forward pass multiplies by resident).
     #[inline]
     pub fn row(&self, r: usize) -> &[u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
@@ -68,59 +77,246 @@ impl Matrix {
             row_bytes,
             dot: quant::vec_dot_fn(ty),
             data,
+            on_demand: None,
         }
     }
 
-    /// Dequantizes row `r` into `out` (`n_cols` values).
-    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+    /// Dequantizes row `r` into `out` (`n_cols` values), reading it from the source if the
+    /// matrix is not resident. `buf` is scratch for that read.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32], buf: &mut Vec<u8>) -> Result<()> {
         if r >= self.n_rows {
             return Err(Error::InvalidArgument(format!(
                 "row {r} of {} which has {} rows",
                 self.name, self.n_rows
             )));
         }
-        quant::dequantize_row(self.ty, self.row(r), &mut out[..self.n_cols])
+        let Some((src, base)) = &self.on_demand else {
+            return quant::dequantize_row(self.ty, self.row(r), &mut out[..self.n_cols]);
+        };
+        buf.clear();
+        buf.try_reserve(self.row_bytes)
+            .map_err(|_| Error::OutOfMemory(format!("a row of {}", self.name)))?;
+        buf.resize(self.row_bytes, 0);
+        // r < n_rows, and n_rows * row_bytes is the tensor's size, a u64.
+        src.read_exact_at(base + (r * self.row_bytes) as u64, buf)?;
+        quant::dequantize_row(self.ty, buf, &mut out[..self.n_cols])
     }
+
+    /// Bytes held in memory.
+    pub fn resident_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// How a layer is read: an architecture's per-layer loader.
+pub(crate) type LayerFn<L> = for<'a, 'b> fn(&'b mut Loader<'a>, &HParams, usize) -> Result<L>;
+
+/// What the weights of a model may take in memory, and how far ahead to prefetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheOptions {
+    /// Most bytes of weights held at once; `None`: all of them, read at load.
+    pub budget_bytes: Option<u64>,
+    /// Streamed layers ahead of the current one whose bytes the source is asked to prefetch.
+    pub prefetch_layers: usize,
+}
+
+/// Counters of the layer cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Layers kept in memory for good.
+    pub pinned_layers: usize,
+    /// Layers read on demand.
+    pub streamed_layers: usize,
+    /// Bytes of weights resident now.
+    pub resident_bytes: u64,
+    /// Layer loads on demand (misses) and the bytes they read.
+    pub layer_loads: u64,
+    pub layer_load_bytes: u64,
+}
+
+/// Where a streamed layer's tensors are in the source: one span covering them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    offset: u64,
+    len: u64,
+}
+
+struct Stream<L> {
+    /// Streamed layers in memory, least recently used first.
+    lru: Vec<(usize, Arc<L>)>,
+    stats: CacheStats,
 }
 
 /// The per-layer weights of a model, reached only through [`Layers::get`].
-#[derive(Debug)]
 pub struct Layers<L> {
-    layers: Vec<L>,
+    pinned: Vec<Arc<L>>,
+    n_layer: usize,
+    /// Streamed layers held at once (1: the one being computed).
+    slots: usize,
+    stream: Mutex<Stream<L>>,
+    spans: Vec<Span>,
+    prefetch: usize,
+    reader: Option<LayerReader<L>>,
+}
+
+/// What reading a layer later needs.
+struct LayerReader<L> {
+    src: SharedSource,
+    gguf: Arc<Gguf>,
+    hp: HParams,
+    load: LayerFn<L>,
+}
+
+impl<L> std::fmt::Debug for Layers<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers")
+            .field("n_layer", &self.n_layer)
+            .field("pinned", &self.pinned.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<L> Layers<L> {
-    /// Loads all `n_layer` layers with `load`.
-    pub(crate) fn load_all(
-        n_layer: usize,
-        mut load: impl FnMut(usize) -> Result<L>,
-    ) -> Result<Layers<L>> {
-        let mut layers = Vec::new();
-        layers
+    /// Reads `hp.n_layer` layers with `load`: all of them when the loader has no budget, else as
+    /// many as fit in what is left of it (the loader's `layer_budget`), keeping room to stream
+    /// the others one at a time.
+    pub(crate) fn load(ld: &mut Loader<'_>, hp: &HParams, load: LayerFn<L>) -> Result<Layers<L>> {
+        let n_layer = hp.n_layer;
+        // A dry pass checks every layer's tensors (names, shapes, types) and measures them
+        // without reading any data.
+        let mut spans = Vec::new();
+        spans
             .try_reserve_exact(n_layer)
             .map_err(|_| Error::OutOfMemory(format!("{n_layer} layers")))?;
+        let mut sizes = Vec::with_capacity(n_layer);
+        ld.dry = true;
         for il in 0..n_layer {
-            layers.push(load(il)?);
+            ld.span = None;
+            ld.measured = 0;
+            let r = load(ld, hp, il);
+            let (span, size) = (ld.span.take(), ld.measured);
+            r?;
+            let span = span.map_or(Span::default(), |(lo, hi)| Span {
+                offset: lo,
+                len: hi - lo,
+            });
+            spans.push(span);
+            sizes.push(size);
         }
-        Ok(Layers { layers })
+        ld.dry = false;
+        let n_pinned = match ld.layer_budget {
+            None => n_layer,
+            Some(budget) => {
+                // The most leading layers such that they plus the largest remaining one fit.
+                let mut p = 0;
+                let mut used = 0u64;
+                loop {
+                    if p == n_layer {
+                        break;
+                    }
+                    let rest = sizes[p + 1..].iter().copied().max().unwrap_or(0);
+                    if used + sizes[p] + rest > budget {
+                        break;
+                    }
+                    used += sizes[p];
+                    p += 1;
+                }
+                let largest = sizes[p..].iter().copied().max().unwrap_or(0);
+                if p < n_layer && used + largest > budget {
+                    return Err(Error::InvalidArgument(format!(
+                        "the weight cache budget leaves {budget} bytes for layers, less than one layer ({largest} bytes)"
+                    )));
+                }
+                p
+            }
+        };
+        let mut pinned = Vec::with_capacity(n_pinned);
+        for il in 0..n_pinned {
+            pinned.push(Arc::new(load(ld, hp, il)?));
+        }
+        let reader = (n_pinned < n_layer).then(|| LayerReader {
+            src: ld.shared.clone(),
+            gguf: ld.gguf_arc.clone(),
+            hp: hp.clone(),
+            load,
+        });
+        let pinned_bytes: u64 = sizes[..n_pinned].iter().sum();
+        Ok(Layers {
+            pinned,
+            n_layer,
+            slots: 1,
+            stream: Mutex::new(Stream {
+                lru: Vec::new(),
+                stats: CacheStats {
+                    pinned_layers: n_pinned,
+                    streamed_layers: n_layer - n_pinned,
+                    resident_bytes: pinned_bytes,
+                    ..CacheStats::default()
+                },
+            }),
+            spans,
+            prefetch: ld.prefetch_layers,
+            reader,
+        })
     }
 
-    /// Layer `il`'s weights. (The single entry point a future on-demand layer cache hooks into.)
-    #[inline]
-    pub fn get(&self, il: usize) -> Result<&L> {
-        self.layers
-            .get(il)
-            .ok_or_else(|| Error::InvalidArgument(format!("layer {il} does not exist")))
+    /// Layer `il`'s weights, read from the source if it is a streamed layer not in memory.
+    pub fn get(&self, il: usize) -> Result<Arc<L>> {
+        if let Some(l) = self.pinned.get(il) {
+            return Ok(l.clone());
+        }
+        if il >= self.n_layer {
+            return Err(Error::InvalidArgument(format!("layer {il} does not exist")));
+        }
+        let Some(rd) = &self.reader else {
+            return Err(Error::InvalidArgument(format!("layer {il} was not loaded")));
+        };
+        let mut st = self
+            .stream
+            .lock()
+            .map_err(|_| Error::InvalidArgument("layer cache poisoned by a panic".into()))?;
+        if let Some(i) = st.lru.iter().position(|(j, _)| *j == il) {
+            let e = st.lru.remove(i);
+            let l = e.1.clone();
+            st.lru.push(e);
+            return Ok(l);
+        }
+        // Free room before reading, so the allocator can reuse the evicted layer's memory.
+        while st.lru.len() >= self.slots {
+            let (j, _) = st.lru.remove(0);
+            st.stats.resident_bytes -= self.spans[j].len.min(st.stats.resident_bytes);
+        }
+        let mut ld = Loader::new(&rd.src, &rd.gguf, None, 0);
+        let layer = Arc::new((rd.load)(&mut ld, &rd.hp, il)?);
+        st.stats.layer_loads += 1;
+        st.stats.layer_load_bytes += ld.measured;
+        st.stats.resident_bytes += self.spans[il].len;
+        st.lru.push((il, layer.clone()));
+        // Ask for the next streamed layers (wrapping to the first streamed one: the next token
+        // starts over) while this one computes.
+        let first = self.pinned.len();
+        let n_streamed = self.n_layer - first;
+        for k in 1..=self.prefetch.min(n_streamed.saturating_sub(1)) {
+            let next = first + (il - first + k) % n_streamed;
+            let s = self.spans[next];
+            rd.src.prefetch(s.offset, s.len);
+        }
+        Ok(layer)
     }
 
     /// Number of layers.
     pub fn len(&self) -> usize {
-        self.layers.len()
+        self.n_layer
     }
 
     /// Whether there are no layers.
     pub fn is_empty(&self) -> bool {
-        self.layers.is_empty()
+        self.n_layer == 0
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> CacheStats {
+        self.stream.lock().map(|s| s.stats).unwrap_or_default()
     }
 }
 
@@ -128,6 +324,18 @@ impl<L> Layers<L> {
 pub(crate) struct Loader<'a> {
     pub src: &'a dyn ByteSource,
     pub gguf: &'a Gguf,
+    /// The same source and header, shared, for layers read later.
+    pub shared: SharedSource,
+    pub gguf_arc: Arc<Gguf>,
+    /// Bytes the layers may take (`None`: no limit).
+    pub layer_budget: Option<u64>,
+    pub prefetch_layers: usize,
+    /// A dry run checks and measures tensors without reading them.
+    pub dry: bool,
+    /// Bytes of tensor data measured (dry) or read since last reset.
+    pub measured: u64,
+    /// The extent in the source of the tensors seen since last reset.
+    pub span: Option<(u64, u64)>,
     /// The `vec_dot_type` of every matrix loaded so far (activations get quantized to these).
     pub act_types: Vec<GgmlType>,
     /// Widest fused Q/K/V projection loaded (0 if none).
@@ -136,8 +344,31 @@ pub(crate) struct Loader<'a> {
     pub ffn_width: usize,
 }
 
-impl Loader<'_> {
-    fn info(&self, name: &str) -> Result<&TensorInfo> {
+impl<'a> Loader<'a> {
+    /// A loader over `src` and `gguf`, with a budget for layers (`None`: none).
+    pub fn new(
+        src: &'a SharedSource,
+        gguf: &'a Arc<Gguf>,
+        layer_budget: Option<u64>,
+        prefetch_layers: usize,
+    ) -> Loader<'a> {
+        Loader {
+            src: &**src,
+            gguf,
+            shared: src.clone(),
+            gguf_arc: gguf.clone(),
+            layer_budget,
+            prefetch_layers,
+            dry: false,
+            measured: 0,
+            span: None,
+            act_types: Vec::new(),
+            fused_qkv_width: 0,
+            ffn_width: 0,
+        }
+    }
+
+    fn info(&self, name: &str) -> Result<&'a TensorInfo> {
         self.gguf
             .tensor(name)
             .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))
@@ -160,20 +391,23 @@ impl Loader<'_> {
         Ok(())
     }
 
-    fn read_bytes(&self, t: &TensorInfo) -> Result<Vec<u8>> {
+    fn read_bytes(&mut self, t: &TensorInfo) -> Result<Vec<u8>> {
+        let base = self.gguf.tensor_data_offset(t);
+        let end = base.saturating_add(t.size);
+        self.span = Some(match self.span {
+            None => (base, end),
+            Some((lo, hi)) => (lo.min(base), hi.max(end)),
+        });
+        self.measured += t.size;
+        if self.dry {
+            return Ok(Vec::new());
+        }
         let size = usize::try_from(t.size)
             .map_err(|_| Error::OutOfMemory(format!("tensor {}: {} bytes", t.name, t.size)))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(size)
-            .map_err(|_| Error::OutOfMemory(format!("tensor {}: {size} bytes", t.name)))?;
-        data.resize(size, 0);
-        let base = self.gguf.tensor_data_offset(t);
-        for (i, chunk) in data.chunks_mut(READ_CHUNK).enumerate() {
-            // i * READ_CHUNK < size, which fits in u64.
-            let off = base + (i * READ_CHUNK) as u64;
-            self.src.read_exact_at(off, chunk)?;
-        }
-        Ok(data)
+        self.src.read_vec(base, size).map_err(|e| match e {
+            Error::OutOfMemory(_) => Error::OutOfMemory(format!("tensor {}: {size} bytes", t.name)),
+            e => e,
+        })
     }
 
     /// The matrix `name` with `n_rows` rows of `n_cols` values, in any type with a dot kernel.
@@ -184,7 +418,7 @@ impl Loader<'_> {
         let row_bytes = usize::try_from(ty.row_size(t.dims[0])?)
             .map_err(|_| Error::InvalidModel(format!("tensor {name}: row too large")))?;
         let data = self.read_bytes(t)?;
-        if Some(data.len()) != row_bytes.checked_mul(n_rows) {
+        if !self.dry && Some(data.len()) != row_bytes.checked_mul(n_rows) {
             return Err(Error::InvalidModel(format!(
                 "tensor {name}: {} bytes for {n_rows} rows of {row_bytes}",
                 data.len()
@@ -201,6 +435,33 @@ impl Loader<'_> {
             row_bytes,
             dot: quant::vec_dot_fn(ty),
             data,
+            on_demand: None,
+        })
+    }
+
+    /// The matrix `name`, its rows read from the source when needed rather than now (token
+    /// embeddings: a token needs one row).
+    pub fn matrix_on_demand(&mut self, name: &str, n_cols: usize, n_rows: usize) -> Result<Matrix> {
+        let t = self.info(name)?;
+        Self::check_dims(t, &[n_cols, n_rows])?;
+        let ty = t.ty;
+        let row_bytes = usize::try_from(ty.row_size(t.dims[0])?)
+            .map_err(|_| Error::InvalidModel(format!("tensor {name}: row too large")))?;
+        if Some(t.size) != (row_bytes as u64).checked_mul(n_rows as u64) {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name}: {} bytes for {n_rows} rows of {row_bytes}",
+                t.size
+            )));
+        }
+        Ok(Matrix {
+            name: name.to_string(),
+            ty,
+            n_cols,
+            n_rows,
+            row_bytes,
+            dot: quant::vec_dot_fn(ty),
+            data: Vec::new(),
+            on_demand: Some((self.shared.clone(), self.gguf.tensor_data_offset(t))),
         })
     }
 
@@ -218,10 +479,13 @@ impl Loader<'_> {
     }
 
     /// The vector `name` of `n` values (norm weights, biases), converted to f32.
-    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+    pub fn vector(&mut self, name: &str, n: usize) -> Result<Vec<f32>> {
         let t = self.info(name)?;
         Self::check_dims(t, &[n])?;
         let bytes = self.read_bytes(t)?;
+        if self.dry {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         out.try_reserve_exact(n)
             .map_err(|_| Error::OutOfMemory(format!("tensor {name}: {n} values")))?;
@@ -237,7 +501,7 @@ impl Loader<'_> {
     }
 
     /// Like [`Loader::vector`], `None` if the tensor is absent.
-    pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    pub fn opt_vector(&mut self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
         match self.gguf.tensor(name) {
             None => Ok(None),
             Some(_) => self.vector(name, n).map(Some),
