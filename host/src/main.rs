@@ -227,7 +227,12 @@ struct BenchArgs {
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     repetitions: u32,
     /// Host thread counts to test, comma-separated (the `cpu` backend's pool).
-    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "1")]
+    #[arg(
+        short = 't',
+        long = "threads",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
     threads: Vec<u32>,
     /// Where the model computes: `guest` (the component's own SIMD kernels, one thread) or `cpu`
     /// (the host's native backend).
@@ -939,8 +944,8 @@ fn bench(args: BenchArgs, mem: u64) -> Result<()> {
             }
         }
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
-            / (rates.len().max(2) - 1) as f64;
+        let var =
+            rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (rates.len().max(2) - 1) as f64;
         results.push((name, mean, var.sqrt()));
     }
     if args.json {
@@ -955,7 +960,9 @@ fn bench(args: BenchArgs, mem: u64) -> Result<()> {
         for (test, mean, sd) in &results {
             println!(
                 "| {} | {} | {threads} | {test} | {mean:.2} ± {sd:.2} |",
-                e.path.file_name().map_or("?".into(), |f| f.to_string_lossy()),
+                e.path
+                    .file_name()
+                    .map_or("?".into(), |f| f.to_string_lossy()),
                 args.backend
             );
         }

@@ -17,7 +17,6 @@ use crate::model::hparams::HParams;
 use crate::quant::{self, GgmlType, VecDotFn};
 use crate::{Error, Result};
 
-
 /// A weight matrix in its stored (usually quantized) type: `n_rows` rows of `n_cols` values.
 pub struct Matrix {
     /// Tensor name, for messages.
