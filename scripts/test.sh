@@ -25,6 +25,13 @@ export CHORD_MODELS_DIR="$(dirname "$smollm2")"
 echo "== test: workspace"
 cargo test --workspace --release "$@"
 
+echo "== test: engine on wasm32-wasip2 (the component's kernels), run by wasi-run"
+# wasi-run (host/src/bin/wasi-run.rs) is the test runner: it gives the guest the workspace and the
+# models directory (cargo splits the runner on spaces: neither path may contain one).
+target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+CARGO_TARGET_WASM32_WASIP2_RUNNER="$target_dir/release/wasi-run --dir $PWD --dir $CHORD_MODELS_DIR" \
+    cargo test -p chord-engine --target wasm32-wasip2 --release
+
 if command -v wasmtime >/dev/null; then
     echo "== test: chord-standalone.wasm under \`wasmtime run\` ($(wasmtime --version))"
     models=$(dirname "$smollm2")

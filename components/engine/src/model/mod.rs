@@ -15,6 +15,7 @@ pub mod hparams;
 pub(crate) mod kquant;
 pub(crate) mod kv_cache;
 pub(crate) mod ops;
+mod trig;
 pub mod weights;
 
 use std::sync::Arc;

@@ -228,8 +228,9 @@ impl Rope<'_> {
         for i0 in (0..self.n_rot).step_by(2) {
             let ff = self.factors.map_or(1.0, |f| f[i0 / 2]);
             let t = self.freq_scale * (theta / ff);
-            out[i0] = t.cos() * self.attn_factor;
-            out[i0 + 1] = t.sin() * self.attn_factor;
+            // glibc's, on every target (see `trig`): the C library's differ.
+            out[i0] = super::trig::cosf(t) * self.attn_factor;
+            out[i0 + 1] = super::trig::sinf(t) * self.attn_factor;
             theta *= theta_scale;
         }
     }
@@ -280,12 +281,11 @@ fn rotate(x0: f32, x1: f32, c: f32, s: f32) -> (f32, f32) {
     (fma(x0, c, -(x1 * s)), fma(x0, s, x1 * c))
 }
 
-/// `a * b + c` with one rounding. The product of two f32 is exact in f64, so this is a true
-/// fused multiply-add except in the rare case where the f64 sum's rounding and the final one
-/// stack (double rounding); it is fast everywhere, including wasm, which has no FMA instruction.
+/// `a * b + c` with one rounding, as llama.cpp's FMA instructions compute it; fast everywhere,
+/// including wasm, which has no FMA instruction (see [`crate::quant::util::fma_f32`]).
 #[inline(always)]
 pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
-    (f64::from(a) * f64::from(b) + f64::from(c)) as f32
+    crate::quant::util::fma_f32(a, b, c)
 }
 
 /// e^x as ggml computes it on AVX-512 (`ggml_v_expf`, from ARM's optimized routines: max error

@@ -275,46 +275,47 @@ pub(crate) mod avx2 {
     }
 }
 
-/// SIMD128 versions of the float dot products: four 4-lane accumulators.
+/// SIMD128 versions of the float dot products, bit-identical to the AVX2 ones above: four
+/// emulated `__m256` accumulators, fused multiply-adds rounded once, the same reductions.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod simd128 {
+    use super::super::wasm::{Acc8, f16x4_to_f32x4, hsum_float_8, load};
     use super::{BlockBF16, BlockF16, BlockF32};
     use core::arch::wasm32::*;
 
-    #[inline(always)]
-    fn hsum(v: v128) -> f32 {
-        f32x4_extract_lane::<0>(v)
-            + f32x4_extract_lane::<1>(v)
-            + f32x4_extract_lane::<2>(v)
-            + f32x4_extract_lane::<3>(v)
+    /// `GGML_F32x8_REDUCE` of four accumulators (hadd-based, as in simd-mappings.h; see
+    /// `avx2::reduce4`).
+    fn reduce4(s: [[f32; 8]; 4]) -> f32 {
+        let x: [f32; 8] = std::array::from_fn(|i| (s[0][i] + s[2][i]) + (s[1][i] + s[3][i]));
+        let t0: [f32; 4] = std::array::from_fn(|i| x[i] + x[4 + i]);
+        (t0[0] + t0[1]) + (t0[2] + t0[3])
     }
 
     pub mod f32 {
         use super::*;
 
-        /// SIMD128 f32 dot product (llama.cpp's `GGML_F32x4` path of `ggml_vec_dot_f32`).
+        /// Bit-identical twin of the AVX `ggml_vec_dot_f32` (see `avx2::f32::vec_dot`).
         pub fn vec_dot(x: &[BlockF32], y: &[BlockF32]) -> f32 {
             let n = x.len().min(y.len());
-            let np = n & !15;
-            let mut sum = [f32x4_splat(0.0); 4];
+            let np = n & !31;
+            let (xp, yp) = (x.as_ptr(), y.as_ptr());
+            let mut sum = [Acc8::zero(); 4];
             let mut i = 0;
             while i < np {
                 for (j, s) in sum.iter_mut().enumerate() {
-                    // SAFETY: 4 values at i + 4j < np are in bounds of both slices.
+                    let o = i + 8 * j;
+                    // SAFETY: 8 values at o < np <= n are in bounds of both slices.
                     let (a, b) = unsafe {
                         (
-                            v128_load(x.as_ptr().add(i + 4 * j).cast()),
-                            v128_load(y.as_ptr().add(i + 4 * j).cast()),
+                            [load(xp.add(o)), load(xp.add(o + 4))],
+                            [load(yp.add(o)), load(yp.add(o + 4))],
                         )
                     };
-                    *s = f32x4_add(*s, f32x4_mul(a, b));
+                    s.fmadd_f32(a, b);
                 }
-                i += 16;
+                i += 32;
             }
-            let mut sumf = hsum(f32x4_add(
-                f32x4_add(sum[0], sum[2]),
-                f32x4_add(sum[1], sum[3]),
-            ));
+            let mut sumf = reduce4(sum.map(Acc8::lanes));
             for k in np..n {
                 sumf += x[k].get() * y[k].get();
             }
@@ -325,30 +326,33 @@ pub(crate) mod simd128 {
     pub mod f16 {
         use super::*;
 
-        /// SIMD128 f16 dot product: 8 halves per step, widened with the lane-wise form of
-        /// ggml's fp16 -> fp32 conversion, products accumulated in two f32x4.
+        /// Bit-identical twin of the AVX2 + F16C `ggml_vec_dot_f16` (see `avx2::f16::vec_dot`;
+        /// the halves are widened with the lane-wise form of ggml's fp16 -> fp32 conversion).
         pub fn vec_dot(x: &[BlockF16], y: &[BlockF16]) -> f32 {
-            use super::super::super::wasm::{f16x4_to_f32x4, load};
             let n = x.len().min(y.len());
-            let np = n & !7;
-            let (mut c1, mut c2) = (f32x4_splat(0.0), f32x4_splat(0.0));
+            let np = n & !31;
+            let widen = |h: v128| {
+                [
+                    f16x4_to_f32x4(u32x4_extend_low_u16x8(h)),
+                    f16x4_to_f32x4(u32x4_extend_high_u16x8(h)),
+                ]
+            };
+            let mut sum = [Acc8::zero(); 4];
             let mut i = 0;
             while i < np {
-                // SAFETY: 8 halves (16 bytes) at i < np are in bounds.
-                let (a, b) = unsafe { (load(x.as_ptr().add(i)), load(y.as_ptr().add(i))) };
-                let (alo, ahi) = (
-                    f16x4_to_f32x4(u32x4_extend_low_u16x8(a)),
-                    f16x4_to_f32x4(u32x4_extend_high_u16x8(a)),
-                );
-                let (blo, bhi) = (
-                    f16x4_to_f32x4(u32x4_extend_low_u16x8(b)),
-                    f16x4_to_f32x4(u32x4_extend_high_u16x8(b)),
-                );
-                c1 = f32x4_add(c1, f32x4_mul(alo, blo));
-                c2 = f32x4_add(c2, f32x4_mul(ahi, bhi));
-                i += 8;
+                for (j, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: 8 halves (16 bytes) at i + 8j < np are in bounds.
+                    let (a, b) = unsafe {
+                        (
+                            load(x.as_ptr().add(i + 8 * j)),
+                            load(y.as_ptr().add(i + 8 * j)),
+                        )
+                    };
+                    s.fmadd_f32(widen(a), widen(b));
+                }
+                i += 32;
             }
-            let mut sumf = hsum(f32x4_add(c1, c2)) as f64;
+            let mut sumf = reduce4(sum.map(Acc8::lanes)) as f64;
             for k in np..n {
                 sumf += (x[k].get() * y[k].get()) as f64;
             }
@@ -359,34 +363,46 @@ pub(crate) mod simd128 {
     pub mod bf16 {
         use super::*;
 
-        /// SIMD128 bf16 dot product: 8 values per step, widened by shifting into the f32 high half.
+        /// Bit-identical twin of the AVX2 `ggml_vec_dot_bf16` (see `avx2::bf16::vec_dot`: separate
+        /// multiply and add, so plain f32x4 arithmetic on the eight lanes of each accumulator).
         pub fn vec_dot(x: &[BlockBF16], y: &[BlockBF16]) -> f32 {
             let n = x.len().min(y.len());
-            let np = n & !7;
-            let (mut c1, mut c2) = (f32x4_splat(0.0), f32x4_splat(0.0));
+            let widen = |h: v128| {
+                [
+                    i32x4_shl(u32x4_extend_low_u16x8(h), 16),
+                    i32x4_shl(u32x4_extend_high_u16x8(h), 16),
+                ]
+            };
+            let mut c = [[f32x4_splat(0.0); 2]; 4];
             let mut i = 0;
-            while i < np {
-                // SAFETY: 8 values (16 bytes) at i < np are in bounds.
-                let (a, b) = unsafe {
-                    (
-                        v128_load(x.as_ptr().add(i).cast()),
-                        v128_load(y.as_ptr().add(i).cast()),
-                    )
-                };
-                let (alo, ahi) = (
-                    i32x4_shl(u32x4_extend_low_u16x8(a), 16),
-                    i32x4_shl(u32x4_extend_high_u16x8(a), 16),
-                );
-                let (blo, bhi) = (
-                    i32x4_shl(u32x4_extend_low_u16x8(b), 16),
-                    i32x4_shl(u32x4_extend_high_u16x8(b), 16),
-                );
-                c1 = f32x4_add(c1, f32x4_mul(alo, blo));
-                c2 = f32x4_add(c2, f32x4_mul(ahi, bhi));
-                i += 8;
+            while i + 32 <= n {
+                for (j, cj) in c.iter_mut().enumerate() {
+                    // SAFETY: 8 values (16 bytes) at i + 8j, i + 32 <= n, are in bounds.
+                    let (a, b) = unsafe {
+                        (
+                            widen(load(x.as_ptr().add(i + 8 * j))),
+                            widen(load(y.as_ptr().add(i + 8 * j))),
+                        )
+                    };
+                    for h in 0..2 {
+                        cj[h] = f32x4_add(f32x4_mul(a[h], b[h]), cj[h]);
+                    }
+                }
+                i += 32;
             }
-            let mut sumf = hsum(f32x4_add(c1, c2)) as f64;
-            for k in np..n {
+            let lanes = |v: [v128; 2]| -> [f32; 8] {
+                let mut out = [0.0; 8];
+                // SAFETY: 32 bytes of f32 lanes into 8 f32.
+                unsafe {
+                    v128_store(out.as_mut_ptr().cast(), v[0]);
+                    v128_store(out.as_mut_ptr().add(4).cast(), v[1]);
+                }
+                out
+            };
+            let c = c.map(lanes);
+            let c1: [f32; 8] = std::array::from_fn(|k| (c[0][k] + c[2][k]) + (c[1][k] + c[3][k]));
+            let mut sumf = hsum_float_8(c1) as f64;
+            for k in i..n {
                 sumf += (x[k].get() * y[k].get()) as f64;
             }
             sumf as f32

@@ -320,13 +320,16 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 IQ4_NL x Q8_0: table lookup with `i8x16_swizzle`, then an i8 dot product.
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_iq4_nl_q8_0` (ggml-cpu/arch/x86/quants.c;
+    /// see `avx2::vec_dot`): table lookup with `i8x16_swizzle`, blocks alternating between two
+    /// accumulators, an odd last block the scalar way.
     pub fn vec_dot(x: &[BlockIQ4_NL], y: &[BlockQ8_0]) -> f32 {
+        let nb = x.len().min(y.len());
         // SAFETY: the table is 16 bytes.
         let values = unsafe { load(KVALUES_IQ4NL.as_ptr()) };
         let m4 = i8x16_splat(0x0F);
-        let mut acc = f32x4_splat(0.0);
-        for (xb, yb) in x.iter().zip(y) {
+        let mut accum = [Acc8::zero(); 2];
+        let block = |acc: &mut Acc8, xb: &BlockIQ4_NL, yb: &BlockQ8_0| {
             // SAFETY: `qs` of IQ4_NL is 16 bytes, `qs` of Q8_0 is 32 bytes.
             let (raw, y0, y1) = unsafe {
                 (
@@ -337,10 +340,20 @@ pub(crate) mod simd128 {
             };
             let lo = i8x16_swizzle(values, v128_and(raw, m4));
             let hi = i8x16_swizzle(values, u8x16_shr(raw, 4));
-            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
-            let d = f32x4_splat(f16_le(yb.d) * f16_le(xb.d));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+            let d = f16_le(yb.d) * f16_le(xb.d);
+            acc.fmadd_i32::<false>(d, dot4_i8(lo, y0), dot4_i8(hi, y1));
+        };
+        let mut ib = 0;
+        while ib + 1 < nb {
+            block(&mut accum[0], &x[ib], &y[ib]);
+            block(&mut accum[1], &x[ib + 1], &y[ib + 1]);
+            ib += 2;
         }
-        hsum_f32x4(acc)
+        let (a1, a2) = (accum[0].lanes(), accum[1].lanes());
+        let mut sumf = hsum_float_8(std::array::from_fn(|i| a1[i] + a2[i]));
+        if ib < nb {
+            sumf += scalar::vec_dot(&x[ib..nb], &y[ib..nb]);
+        }
+        sumf
     }
 }

@@ -199,15 +199,17 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 IQ4_XS x Q8_K: table lookup with `i8x16_swizzle`, integer dot scaled per
-    /// sub-block in i32, one float multiply-add per super-block.
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_iq4_xs_q8_K` (ggml-cpu/arch/x86/quants.c;
+    /// see `avx2::vec_dot`): table lookup with `i8x16_swizzle`, lane k of each 32-value
+    /// sub-block holding values 4k..4k+4 (low nibbles in lanes 0..4, high ones in 4..8) scaled
+    /// in i32, one fused multiply-add per super-block.
     pub fn vec_dot(x: &[BlockIQ4_XS], y: &[BlockQ8_K]) -> f32 {
         // SAFETY: the table is 16 bytes.
         let values = unsafe { load(KVALUES_IQ4NL.as_ptr()) };
         let m4 = i8x16_splat(0x0F);
-        let mut sumf = 0.0f32;
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
-            let mut isum = i32x4_splat(0);
+            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
             for ib in 0..QK_K / 32 {
                 // SAFETY: 16 bytes at 16ib < 128 in `qs`; 32 bytes at 32ib < 256 in the Q8_K quants.
                 let (raw, y0, y1) = unsafe {
@@ -217,13 +219,14 @@ pub(crate) mod simd128 {
                         load(yb.qs.as_ptr().add(32 * ib + 16)),
                     )
                 };
-                let lo = i8x16_swizzle(values, v128_and(raw, m4));
-                let hi = i8x16_swizzle(values, u8x16_shr(raw, 4));
-                let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
-                isum = i32x4_add(isum, i32x4_mul(s, i32x4_splat(xb.ls(ib))));
+                let l = i8x16_swizzle(values, v128_and(raw, m4));
+                let h = i8x16_swizzle(values, u8x16_shr(raw, 4));
+                let ls = i32x4_splat(xb.ls(ib));
+                lo = i32x4_add(lo, i32x4_mul(dot4_i8(l, y0), ls));
+                hi = i32x4_add(hi, i32x4_mul(dot4_i8(h, y1), ls));
             }
-            sumf += f16_le(xb.d) * yb.d() * hsum_i32x4(isum) as f32;
+            acc.fmadd_i32::<true>(f16_le(xb.d) * yb.d(), lo, hi);
         }
-        sumf
+        acc.hsum()
     }
 }

@@ -31,7 +31,7 @@ mod q6_k;
 mod q8_0;
 mod q8_1;
 mod q8_k;
-mod util;
+pub(crate) mod util;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
 #[cfg(target_arch = "x86_64")]

@@ -275,48 +275,51 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q2_K x Q8_K: integer group sums scaled in i32 (the scheme of
-    /// `ggml_vec_dot_q2_K_q8_K`, ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q2_K_q8_K` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): first the mins (lane k: groups 2k and 2k+1), then the codes (lane k of
+    /// each 32-value group holding values 4k..4k+4, scaled in i32), each with one fused
+    /// multiply-add per super-block into the same eight lanes.
     pub fn vec_dot(x: &[BlockQ2_K], y: &[BlockQ8_K]) -> f32 {
-        let m3 = i8x16_splat(3);
-        let mut sumf = 0.0f32;
+        let m3 = u16x8_splat(0x0303);
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
-            let mut summs = 0i32;
-            for j in 0..16 {
-                summs += yb.bsum(j) as i32 * (xb.scales[j] >> 4) as i32;
-            }
-            let mut isum = i32x4_splat(0);
+            let d = yb.d() * f16_le(xb.d);
+            let dmin = -yb.d() * f16_le(xb.dmin);
+            let mins = |k: usize| {
+                let (a, b) = (2 * k, 2 * k + 1);
+                (xb.scales[a] >> 4) as i32 * yb.bsum(a) as i32
+                    + (xb.scales[b] >> 4) as i32 * yb.bsum(b) as i32
+            };
+            acc.fmadd_i32::<true>(
+                dmin,
+                i32x4(mins(0), mins(1), mins(2), mins(3)),
+                i32x4(mins(4), mins(5), mins(6), mins(7)),
+            );
+
+            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
             for n in 0..QK_K / 128 {
-                // SAFETY: 32 bytes at 32n < 64 in `qs`.
-                let (qa, qb) = unsafe {
-                    (
-                        load(xb.qs.as_ptr().add(32 * n)),
-                        load(xb.qs.as_ptr().add(32 * n + 16)),
-                    )
-                };
-                for j in 0..4u32 {
-                    let g = 8 * n + 2 * j as usize;
-                    let va = v128_and(u8x16_shr(qa, 2 * j), m3);
-                    let vb = v128_and(u8x16_shr(qb, 2 * j), m3);
-                    // SAFETY: 32 bytes at 16g < 256 in the Q8_K quants.
-                    let (ya, yb8) = unsafe {
-                        (
-                            load(yb.qs.as_ptr().add(16 * g)),
-                            load(yb.qs.as_ptr().add(16 * g + 16)),
-                        )
-                    };
-                    let pa = i32x4_mul(dot_i8x16(va, ya), i32x4_splat((xb.scales[g] & 0xF) as i32));
-                    let pb = i32x4_mul(
-                        dot_i8x16(vb, yb8),
-                        i32x4_splat((xb.scales[g + 1] & 0xF) as i32),
-                    );
-                    isum = i32x4_add(isum, i32x4_add(pa, pb));
+                for half in 0..2 {
+                    let o = 32 * n + 16 * half;
+                    // SAFETY: 16 bytes at o < 64 in `qs`.
+                    let q = unsafe { load(xb.qs.as_ptr().add(o)) };
+                    let mut s = i32x4_splat(0);
+                    for k in 0..4u32 {
+                        let g = 8 * n + 2 * k as usize + half;
+                        let v = v128_and(u16x8_shr(q, 2 * k), m3);
+                        // SAFETY: 16 bytes at 16g < 256 in the Q8_K quants.
+                        let yv = unsafe { load(yb.qs.as_ptr().add(16 * g)) };
+                        let sc = i32x4_splat((xb.scales[g] & 0xF) as i32);
+                        s = i32x4_add(s, i32x4_mul(dot4_u8i8(v, yv), sc));
+                    }
+                    if half == 0 {
+                        lo = i32x4_add(lo, s);
+                    } else {
+                        hi = i32x4_add(hi, s);
+                    }
                 }
             }
-            let dall = yb.d() * f16_le(xb.d);
-            let dmin = yb.d() * f16_le(xb.dmin);
-            sumf += dall * hsum_i32x4(isum) as f32 - dmin * summs as f32;
+            acc.fmadd_i32::<true>(d, lo, hi);
         }
-        sumf
+        acc.hsum()
     }
 }

@@ -294,48 +294,45 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q3_K x Q8_K: rebuilds signed quants per group of 16, integer dot scaled in i32
-    /// (the scheme of `ggml_vec_dot_q3_K_q8_K`, ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q3_K_q8_K` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): signed 3-bit values, lane k of each 32-value group holding values
+    /// 4k..4k+4 scaled in i32, one fused multiply-add per super-block.
     pub fn vec_dot(x: &[BlockQ3_K], y: &[BlockQ8_K]) -> f32 {
-        let m3 = i8x16_splat(3);
+        let m3 = u16x8_splat(0x0303);
         let four = i8x16_splat(4);
         let zero = i8x16_splat(0);
-        let mut sumf = 0.0f32;
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * f16_le(xb.d);
             let sc = unpack_scales_q3k(&xb.scales);
-            // SAFETY: `hmask` is 32 bytes.
-            let (hma, hmb) = unsafe { (load(xb.hmask.as_ptr()), load(xb.hmask.as_ptr().add(16))) };
-            let mut isum = i32x4_splat(0);
-            for n in 0..QK_K / 128 {
-                // SAFETY: 32 bytes at 32n < 64 in `qs`.
-                let (qa, qb) = unsafe {
-                    (
-                        load(xb.qs.as_ptr().add(32 * n)),
-                        load(xb.qs.as_ptr().add(32 * n + 16)),
-                    )
-                };
-                for j in 0..4u32 {
-                    let m = i8x16_splat((1u8 << (4 * n as u32 + j)) as i8);
-                    let sub_a = v128_and(i8x16_eq(v128_and(hma, m), zero), four);
-                    let sub_b = v128_and(i8x16_eq(v128_and(hmb, m), zero), four);
-                    let va = i8x16_sub(v128_and(u8x16_shr(qa, 2 * j), m3), sub_a);
-                    let vb = i8x16_sub(v128_and(u8x16_shr(qb, 2 * j), m3), sub_b);
-                    let g = 8 * n + 2 * j as usize;
-                    // SAFETY: 32 bytes at 16g < 256 in the Q8_K quants.
-                    let (ya, yb8) = unsafe {
-                        (
-                            load(yb.qs.as_ptr().add(16 * g)),
-                            load(yb.qs.as_ptr().add(16 * g + 16)),
-                        )
-                    };
-                    let pa = i32x4_mul(dot_i8x16(va, ya), i32x4_splat(sc[g] as i32 - 32));
-                    let pb = i32x4_mul(dot_i8x16(vb, yb8), i32x4_splat(sc[g + 1] as i32 - 32));
-                    isum = i32x4_add(isum, i32x4_add(pa, pb));
+            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
+            for half in 0..2 {
+                // SAFETY: 16 bytes at 16 * half < 32 in `hmask`.
+                let hm = unsafe { load(xb.hmask.as_ptr().add(16 * half)) };
+                let mut s = i32x4_splat(0);
+                for n in 0..QK_K / 128 {
+                    // SAFETY: 16 bytes at 32n + 16 * half < 64 in `qs`.
+                    let q = unsafe { load(xb.qs.as_ptr().add(32 * n + 16 * half)) };
+                    for k in 0..4u32 {
+                        // 4 is subtracted where the high bit is clear.
+                        let m = i8x16_splat((1u8 << (4 * n as u32 + k)) as i8);
+                        let sub = v128_and(i8x16_eq(v128_and(hm, m), zero), four);
+                        let v = i8x16_sub(v128_and(u16x8_shr(q, 2 * k), m3), sub);
+                        let g = 8 * n + 2 * k as usize + half;
+                        // SAFETY: 16 bytes at 16g < 256 in the Q8_K quants.
+                        let yv = unsafe { load(yb.qs.as_ptr().add(16 * g)) };
+                        let scale = i32x4_splat(sc[g] as i32 - 32);
+                        s = i32x4_add(s, i32x4_mul(dot4_i8(v, yv), scale));
+                    }
+                }
+                if half == 0 {
+                    lo = s;
+                } else {
+                    hi = s;
                 }
             }
-            let d = f16_le(xb.d) * yb.d();
-            sumf += d * hsum_i32x4(isum) as f32;
+            acc.fmadd_i32::<true>(d, lo, hi);
         }
-        sumf
+        acc.hsum()
     }
 }

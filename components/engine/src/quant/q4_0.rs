@@ -124,11 +124,12 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// Port of `ggml_vec_dot_q4_0_q8_0` (ggml-cpu/arch/wasm/quants.c), one block per step.
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q4_0_q8_0` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): eight lanes of four values, one fused multiply-add per block.
     pub fn vec_dot(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
         let m4 = i8x16_splat(0x0F);
         let s8 = i8x16_splat(8);
-        let mut acc = f32x4_splat(0.0);
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
             // SAFETY: `qs` of Q4_0 is 16 bytes, `qs` of Q8_0 is 32 bytes.
             let (raw, y0, y1) = unsafe {
@@ -138,12 +139,12 @@ pub(crate) mod simd128 {
                     load(yb.qs.as_ptr().add(16)),
                 )
             };
+            // Values 0..16 are the low nibbles, 16..32 the high ones.
             let lo = i8x16_sub(v128_and(raw, m4), s8);
             let hi = i8x16_sub(u8x16_shr(raw, 4), s8);
-            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
-            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+            let d = f16_le(xb.d) * f16_le(yb.d);
+            acc.fmadd_i32::<false>(d, dot4_i8(lo, y0), dot4_i8(hi, y1));
         }
-        hsum_f32x4(acc)
+        acc.hsum()
     }
 }

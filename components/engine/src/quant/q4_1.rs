@@ -129,17 +129,18 @@ pub(crate) mod avx2 {
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod simd128 {
+    use super::super::util::fma_f32;
     use super::super::wasm::*;
     use super::*;
-    use core::arch::wasm32::*;
 
-    /// Port of `ggml_vec_dot_q4_1_q8_1` (ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q4_1_q8_1` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): eight lanes of four values, one fused multiply-add per block, the
+    /// `m * s` terms summed with scalar fused multiply-adds.
     pub fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-        let m4 = i8x16_splat(0x0F);
-        let mut acc = f32x4_splat(0.0);
+        let mut acc = Acc8::zero();
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            summs += f16_le(xb.m) * f16_le(yb.s);
+            summs = fma_f32(f16_le(xb.m), f16_le(yb.s), summs);
             // SAFETY: `qs` of Q4_1 is 16 bytes, `qs` of Q8_1 is 32 bytes.
             let (raw, y0, y1) = unsafe {
                 (
@@ -148,13 +149,9 @@ pub(crate) mod simd128 {
                     load(yb.qs.as_ptr().add(16)),
                 )
             };
-            // Nibbles are < 16, so treating them as signed bytes is exact.
-            let lo = v128_and(raw, m4);
-            let hi = u8x16_shr(raw, 4);
-            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
-            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+            let (lo, hi) = dot4_nibbles(raw, y0, y1);
+            acc.fmadd_i32::<false>(f16_le(xb.d) * f16_le(yb.d), lo, hi);
         }
-        hsum_f32x4(acc) + summs
+        acc.hsum() + summs
     }
 }

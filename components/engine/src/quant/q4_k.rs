@@ -260,20 +260,24 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q4_K x Q8_K: integer sums per sub-block, scaled in i32, one float multiply-add
-    /// per super-block (the scheme of `ggml_vec_dot_q4_K_q8_K`, ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q4_K_q8_K` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): lane k of each 32-value group holds values 4k..4k+4, scaled in i32; one
+    /// fused multiply-add per super-block into eight lanes, the mins into four.
     pub fn vec_dot(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
-        let m4 = i8x16_splat(0x0F);
-        let mut sumf = 0.0f32;
+        let mut acc = Acc8::zero();
+        let mut acc_m = Acc4::zero();
         for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * f16_le(xb.d);
+            let dmin = -yb.d() * f16_le(xb.dmin);
             let (sc, mn) = unpack_scales_mins_k4(&xb.scales);
-            let mut summ = 0i32;
-            for j in 0..QK_K / 16 {
-                summ += yb.bsum(j) as i32 * mn[j / 2] as i32;
-            }
+            // `_mm_madd_epi16(mins, _mm_hadd_epi16(bsums))`: lane k holds sub-blocks 2k, 2k+1.
+            let bs = |j: usize| yb.bsum(2 * j) as i32 + yb.bsum(2 * j + 1) as i32;
+            let m = |k: usize| mn[2 * k] as i32 * bs(2 * k) + mn[2 * k + 1] as i32 * bs(2 * k + 1);
+            acc_m.fmadd_i32::<true>(dmin, i32x4(m(0), m(1), m(2), m(3)));
+
             let q4 = xb.qs.as_ptr();
             let q8 = yb.qs.as_ptr();
-            let mut isum = i32x4_splat(0);
+            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
             for j in 0..QK_K / 64 {
                 // SAFETY: 32 bytes at 32j < 128 in `qs`; 64 bytes at 64j < 256 in the Q8_K quants.
                 let (a0, a1, y0, y1, y2, y3) = unsafe {
@@ -286,21 +290,19 @@ pub(crate) mod simd128 {
                         load(q8.add(64 * j + 48)),
                     )
                 };
-                let lo = i32x4_add(
-                    dot_i8x16(v128_and(a0, m4), y0),
-                    dot_i8x16(v128_and(a1, m4), y1),
+                // Low nibbles: values 64j..64j+32 (scale 2j); high nibbles: the next 32.
+                let (l0, h0) = dot4_nibbles(a0, y0, y2);
+                let (l1, h1) = dot4_nibbles(a1, y1, y3);
+                let (s0, s1) = (
+                    i32x4_splat(sc[2 * j] as i32),
+                    i32x4_splat(sc[2 * j + 1] as i32),
                 );
-                let hi = i32x4_add(
-                    dot_i8x16(u8x16_shr(a0, 4), y2),
-                    dot_i8x16(u8x16_shr(a1, 4), y3),
-                );
-                isum = i32x4_add(isum, i32x4_mul(lo, i32x4_splat(sc[2 * j] as i32)));
-                isum = i32x4_add(isum, i32x4_mul(hi, i32x4_splat(sc[2 * j + 1] as i32)));
+                lo = i32x4_add(lo, i32x4_add(i32x4_mul(l0, s0), i32x4_mul(h0, s1)));
+                hi = i32x4_add(hi, i32x4_add(i32x4_mul(l1, s0), i32x4_mul(h1, s1)));
             }
-            let d = f16_le(xb.d) * yb.d();
-            let dmin = f16_le(xb.dmin) * yb.d();
-            sumf += d * hsum_i32x4(isum) as f32 - dmin * summ as f32;
+            acc.fmadd_i32::<true>(d, lo, hi);
         }
-        sumf
+        let m = acc_m.lanes();
+        acc.hsum() + ((m[0] + m[2]) + (m[1] + m[3]))
     }
 }

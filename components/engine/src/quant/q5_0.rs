@@ -140,12 +140,12 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q5_0 x Q8_0 (after `ggml_vec_dot_q5_0_q8_0`, ggml-cpu/arch/wasm/quants.c, with
-    /// the bit expansion done by comparison instead of lookup tables).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q5_0_q8_0` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): eight lanes of four values, one fused multiply-add per block.
     pub fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
         let m4 = i8x16_splat(0x0F);
         let hi_nib = i8x16_splat(0xF0u8 as i8);
-        let mut acc = f32x4_splat(0.0);
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
             let qh = u32::from_le_bytes(xb.qh);
             // Bytes with the fifth bit clear get 0xF0 (i.e. q - 16 in two's complement).
@@ -161,10 +161,9 @@ pub(crate) mod simd128 {
             };
             let lo = v128_or(v128_and(raw, m4), h0);
             let hi = v128_or(u8x16_shr(raw, 4), h1);
-            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
-            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+            let d = f16_le(xb.d) * f16_le(yb.d);
+            acc.fmadd_i32::<false>(d, dot4_i8(lo, y0), dot4_i8(hi, y1));
         }
-        hsum_f32x4(acc)
+        acc.hsum()
     }
 }

@@ -143,18 +143,21 @@ pub(crate) mod avx2 {
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod simd128 {
+    use super::super::util::fma_f32;
     use super::super::wasm::*;
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q5_1 x Q8_1 (after `ggml_vec_dot_q5_1_q8_1`, ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q5_1_q8_1` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): eight lanes of four values, one fused multiply-add per block, the
+    /// `m * s` terms summed with scalar fused multiply-adds.
     pub fn vec_dot(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
         let m4 = i8x16_splat(0x0F);
         let b5 = i8x16_splat(0x10);
-        let mut acc = f32x4_splat(0.0);
+        let mut acc = Acc8::zero();
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            summs += f16_le(xb.m) * f16_le(yb.s);
+            summs = fma_f32(f16_le(xb.m), f16_le(yb.s), summs);
             let qh = u32::from_le_bytes(xb.qh);
             let h0 = v128_and(bits_to_bytes16(qh as u16), b5);
             let h1 = v128_and(bits_to_bytes16((qh >> 16) as u16), b5);
@@ -166,13 +169,11 @@ pub(crate) mod simd128 {
                     load(yb.qs.as_ptr().add(16)),
                 )
             };
-            // Values are < 32, so signed bytes are exact.
             let lo = v128_or(v128_and(raw, m4), h0);
             let hi = v128_or(u8x16_shr(raw, 4), h1);
-            let s = i32x4_add(dot_i8x16(lo, y0), dot_i8x16(hi, y1));
-            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+            let d = f16_le(xb.d) * f16_le(yb.d);
+            acc.fmadd_i32::<false>(d, dot4_u8i8(lo, y0), dot4_u8i8(hi, y1));
         }
-        hsum_f32x4(acc) + summs
+        acc.hsum() + summs
     }
 }

@@ -308,32 +308,39 @@ pub(crate) mod avx2 {
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod simd128 {
+    use super::super::util::fma_f32;
     use super::super::wasm::*;
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q5_K x Q8_K (the scheme of `ggml_vec_dot_q5_K_q8_K`, ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q5_K_q8_K` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): lane k of each 32-value group holds values 4k..4k+4, scaled in i32; one
+    /// fused multiply-add per super-block, the mins with a scalar fused multiply-add.
     pub fn vec_dot(x: &[BlockQ5_K], y: &[BlockQ8_K]) -> f32 {
         let m4 = i8x16_splat(0x0F);
         let b5 = i8x16_splat(0x10);
-        let mut sumf = 0.0f32;
+        let mut acc = Acc8::zero();
+        let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * f16_le(xb.d);
+            let dmin = -yb.d() * f16_le(xb.dmin);
             let (sc, mn) = unpack_scales_mins_k4(&xb.scales);
             let mut summ = 0i32;
-            for j in 0..QK_K / 16 {
-                summ += yb.bsum(j) as i32 * mn[j / 2] as i32;
+            for j in 0..QK_K / 32 {
+                summ += mn[j] as i32 * (yb.bsum(2 * j) as i32 + yb.bsum(2 * j + 1) as i32);
             }
+            summs = fma_f32(dmin, summ as f32, summs);
+
             // SAFETY: `qh` is 32 bytes.
             let (ha, hb) = unsafe { (load(xb.qh.as_ptr()), load(xb.qh.as_ptr().add(16))) };
+            // The fifth bit of value i of a 32-value group, at bit 4 of byte i.
+            let fifth = |h: v128, bit: usize| {
+                let m = i8x16_splat((1u8 << bit) as i8);
+                v128_and(i8x16_eq(v128_and(h, m), m), b5)
+            };
             let q8 = yb.qs.as_ptr();
-            let mut isum = i32x4_splat(0);
+            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
             for j in 0..QK_K / 64 {
-                let (s0, s1) = (2 * j as u32, 2 * j as u32 + 1);
-                // Fifth bit of each value moved to bit 4.
-                let h0a = v128_and(i8x16_shl(u8x16_shr(ha, s0), 4), b5);
-                let h0b = v128_and(i8x16_shl(u8x16_shr(hb, s0), 4), b5);
-                let h1a = v128_and(i8x16_shl(u8x16_shr(ha, s1), 4), b5);
-                let h1b = v128_and(i8x16_shl(u8x16_shr(hb, s1), 4), b5);
                 // SAFETY: 32 bytes at 32j < 128 in `qs`; 64 bytes at 64j < 256 in the Q8_K quants.
                 let (a0, a1, y0, y1, y2, y3) = unsafe {
                     (
@@ -345,21 +352,31 @@ pub(crate) mod simd128 {
                         load(q8.add(64 * j + 48)),
                     )
                 };
-                let lo = i32x4_add(
-                    dot_i8x16(v128_or(v128_and(a0, m4), h0a), y0),
-                    dot_i8x16(v128_or(v128_and(a1, m4), h0b), y1),
+                let q0a = v128_or(v128_and(a0, m4), fifth(ha, 2 * j));
+                let q0b = v128_or(v128_and(a1, m4), fifth(hb, 2 * j));
+                let q1a = v128_or(u8x16_shr(a0, 4), fifth(ha, 2 * j + 1));
+                let q1b = v128_or(u8x16_shr(a1, 4), fifth(hb, 2 * j + 1));
+                let (s0, s1) = (
+                    i32x4_splat(sc[2 * j] as i32),
+                    i32x4_splat(sc[2 * j + 1] as i32),
                 );
-                let hi = i32x4_add(
-                    dot_i8x16(v128_or(u8x16_shr(a0, 4), h1a), y2),
-                    dot_i8x16(v128_or(u8x16_shr(a1, 4), h1b), y3),
+                lo = i32x4_add(
+                    lo,
+                    i32x4_add(
+                        i32x4_mul(dot4_u8i8(q0a, y0), s0),
+                        i32x4_mul(dot4_u8i8(q1a, y2), s1),
+                    ),
                 );
-                isum = i32x4_add(isum, i32x4_mul(lo, i32x4_splat(sc[2 * j] as i32)));
-                isum = i32x4_add(isum, i32x4_mul(hi, i32x4_splat(sc[2 * j + 1] as i32)));
+                hi = i32x4_add(
+                    hi,
+                    i32x4_add(
+                        i32x4_mul(dot4_u8i8(q0b, y1), s0),
+                        i32x4_mul(dot4_u8i8(q1b, y3), s1),
+                    ),
+                );
             }
-            let d = f16_le(xb.d) * yb.d();
-            let dmin = f16_le(xb.dmin) * yb.d();
-            sumf += d * hsum_i32x4(isum) as f32 - dmin * summ as f32;
+            acc.fmadd_i32::<true>(d, lo, hi);
         }
-        sumf
+        acc.hsum() + summs
     }
 }

@@ -265,53 +265,74 @@ pub(crate) mod simd128 {
     use super::*;
     use core::arch::wasm32::*;
 
-    /// SIMD128 Q6_K x Q8_K: rebuilds 16 signed quants per group of 16, integer dot with the
-    /// group scale, one float multiply-add per super-block (the scheme of
-    /// `ggml_vec_dot_q6_K_q8_K`, ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q6_K_q8_K` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): the unsigned 6-bit codes times the activations, lane k of each 32-value
+    /// group holding values 4k..4k+4 scaled in i32, minus `32 * scale * bsum` per lane (lane k:
+    /// groups 2k and 2k+1), one fused multiply-add per super-block.
     pub fn vec_dot(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
-        let m4 = i8x16_splat(0x0F);
-        let m3 = i8x16_splat(0x03);
-        let s32 = i8x16_splat(32);
-        let mut sumf = 0.0f32;
+        let m15 = u16x8_splat(0x0F0F);
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
-            let mut isum = i32x4_splat(0);
-            let q8 = yb.qs.as_ptr();
-            for n in 0..2 {
+            let d = yb.d() * f16_le(xb.d);
+            // SAFETY: 32 bytes of `bsums`, 16 bytes of `scales`.
+            let (bs0, bs1, scales) = unsafe {
+                (
+                    load(yb.bsums.as_ptr()),
+                    load(yb.bsums.as_ptr().add(16)),
+                    load(xb.scales.as_ptr()),
+                )
+            };
+            let sub0 = i32x4_shl(i32x4_dot_i16x8(bs0, i16x8_extend_low_i8x16(scales)), 5);
+            let sub1 = i32x4_shl(i32x4_dot_i16x8(bs1, i16x8_extend_high_i8x16(scales)), 5);
+            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
+            for c in 0..QK_K / 128 {
                 for half in 0..2 {
-                    // Values 128n + 16*half + {0, 32, 64, 96} + 0..16.
+                    // The 16-byte half `half` of ggml's 32-byte vectors: lanes 4*half..4*half+4.
                     let o = 16 * half;
                     // SAFETY: 16 bytes at offsets < 128 (`ql`), < 64 (`qh`).
                     let (la, lb, h) = unsafe {
                         (
-                            load(xb.ql.as_ptr().add(64 * n + o)),
-                            load(xb.ql.as_ptr().add(64 * n + 32 + o)),
-                            load(xb.qh.as_ptr().add(32 * n + o)),
+                            load(xb.ql.as_ptr().add(64 * c + o)),
+                            load(xb.ql.as_ptr().add(64 * c + 32 + o)),
+                            load(xb.qh.as_ptr().add(32 * c + o)),
                         )
                     };
+                    // ggml's 16-bit shifts and byte masks: codes 0..64.
                     let q = [
-                        v128_or(v128_and(la, m4), i8x16_shl(v128_and(h, m3), 4)),
                         v128_or(
-                            v128_and(lb, m4),
-                            i8x16_shl(v128_and(u8x16_shr(h, 2), m3), 4),
+                            v128_and(la, m15),
+                            i16x8_shl(v128_and(h, u16x8_splat(0x0303)), 4),
                         ),
                         v128_or(
-                            u8x16_shr(la, 4),
-                            i8x16_shl(v128_and(u8x16_shr(h, 4), m3), 4),
+                            v128_and(lb, m15),
+                            i16x8_shl(v128_and(h, u16x8_splat(0x0C0C)), 2),
                         ),
-                        v128_or(u8x16_shr(lb, 4), i8x16_shl(u8x16_shr(h, 6), 4)),
+                        v128_or(
+                            v128_and(u16x8_shr(la, 4), m15),
+                            v128_and(h, u16x8_splat(0x3030)),
+                        ),
+                        v128_or(
+                            v128_and(u16x8_shr(lb, 4), m15),
+                            u16x8_shr(v128_and(h, u16x8_splat(0xC0C0)), 2),
+                        ),
                     ];
+                    let mut s = i32x4_splat(0);
                     for (k, qk) in q.into_iter().enumerate() {
-                        let g = 8 * n + 2 * k + half;
+                        let g = 8 * c + 2 * k + half;
                         // SAFETY: 16 bytes at 16g < 256.
-                        let yv = unsafe { load(q8.add(16 * g)) };
-                        let p = dot_i8x16(i8x16_sub(qk, s32), yv);
-                        isum = i32x4_add(isum, i32x4_mul(p, i32x4_splat(xb.scales[g] as i32)));
+                        let yv = unsafe { load(yb.qs.as_ptr().add(16 * g)) };
+                        let p = dot4_u8i8(qk, yv);
+                        s = i32x4_add(s, i32x4_mul(p, i32x4_splat(xb.scales[g] as i32)));
+                    }
+                    if half == 0 {
+                        lo = i32x4_add(lo, s);
+                    } else {
+                        hi = i32x4_add(hi, s);
                     }
                 }
             }
-            let d = f16_le(xb.d) * yb.d();
-            sumf += d * hsum_i32x4(isum) as f32;
+            acc.fmadd_i32::<true>(d, i32x4_sub(lo, sub0), i32x4_sub(hi, sub1));
         }
-        sumf
+        acc.hsum()
     }
 }

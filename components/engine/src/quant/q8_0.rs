@@ -276,9 +276,10 @@ pub(crate) mod simd128 {
         }
     }
 
-    /// Port of `ggml_vec_dot_q8_0_q8_0` (ggml-cpu/arch/wasm/quants.c).
+    /// Bit-identical twin of the AVX2 `ggml_vec_dot_q8_0_q8_0` (ggml-cpu/arch/x86/quants.c; see
+    /// `avx2::vec_dot`): eight lanes of four values, one fused multiply-add per block.
     pub fn vec_dot(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-        let mut acc = f32x4_splat(0.0);
+        let mut acc = Acc8::zero();
         for (xb, yb) in x.iter().zip(y) {
             // SAFETY: `qs` is 32 bytes.
             let (x0, x1, y0, y1) = unsafe {
@@ -289,10 +290,9 @@ pub(crate) mod simd128 {
                     load(yb.qs.as_ptr().add(16)),
                 )
             };
-            let s = i32x4_add(dot_i8x16(x0, y0), dot_i8x16(x1, y1));
-            let d = f32x4_splat(f16_le(xb.d) * f16_le(yb.d));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), d));
+            let d = f16_le(xb.d) * f16_le(yb.d);
+            acc.fmadd_i32::<false>(d, dot4_i8(x0, y0), dot4_i8(x1, y1));
         }
-        hsum_f32x4(acc)
+        acc.hsum()
     }
 }

@@ -154,6 +154,67 @@ pub(crate) fn round_act(f: f32) -> i32 {
     }
 }
 
+/// `a * b + c` rounded once, as the FMA instructions of x86 compute it (`_mm256_fmadd_ps`,
+/// `fmaf`), on every target; wasm has no FMA instruction.
+///
+/// The product of two f32 is exact in f64, so `p + c` in f64 is the exact result rounded once;
+/// converting that to f32 rounds a second time, which only goes wrong when the f64 sum lands
+/// exactly halfway between two f32 values ([`f32_tie`]): then the sign of the f64 rounding
+/// error, found exactly with Knuth's TwoSum, says which way the true result lies.
+#[inline(always)]
+pub(crate) fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+    let (p, c) = (f64::from(a) * f64::from(b), f64::from(c));
+    let s = p + c;
+    // Fast test: the low 29 bits of the f64 significand are 1 followed by zeros in every f32
+    // tie of the normal range (and at the overflow threshold); f32-subnormal sums go the slow way.
+    let bits = s.to_bits();
+    let tiny = (bits & 0x7fff_ffff_ffff_ffff).wrapping_sub(1) < (897u64 << 52) - 1;
+    if bits & 0x1fff_ffff != 0x1000_0000 && !tiny {
+        return s as f32;
+    }
+    fma_tie(p, c, s)
+}
+
+/// The slow path of [`fma_f32`]: `s = p + c` rounded to f64 may be an f32 tie.
+#[cold]
+#[inline(never)]
+pub(crate) fn fma_tie(p: f64, c: f64, s: f64) -> f32 {
+    if !f32_tie(s) {
+        return s as f32;
+    }
+    // TwoSum: the exact error of `s = p + c`.
+    let bb = s - p;
+    let err = (p - (s - bb)) + (c - bb);
+    if err == 0.0 {
+        // An exact tie: the conversion's ties-to-even is the single rounding.
+        return s as f32;
+    }
+    // Move `s` one f64 step towards the exact result: no f32 tie lies that close.
+    let bits = s.to_bits();
+    let away = (err > 0.0) == (s > 0.0);
+    f64::from_bits(if away { bits + 1 } else { bits - 1 }) as f32
+}
+
+/// Whether the finite `s` lies exactly halfway between two neighbouring f32 values (or at the
+/// threshold from which f32 rounds to infinity).
+fn f32_tie(s: f64) -> bool {
+    let r = s as f32;
+    if !s.is_finite() || f64::from(r) == s {
+        return false;
+    }
+    if r.is_infinite() {
+        // 2^128 - 2^103: halfway between f32::MAX and 2^128.
+        return s.abs() == f64::from_bits(0x47ef_ffff_f000_0000);
+    }
+    let other = if f64::from(r) < s {
+        r.next_up()
+    } else {
+        r.next_down()
+    };
+    // `other` is infinite only when `r` is f32::MAX and `s` is below the threshold above.
+    other.is_finite() && (f64::from(r) + f64::from(other)) * 0.5 == s
+}
+
 /// Saturating i32 -> i8, as the `packs` instructions do.
 #[inline(always)]
 pub(crate) fn sat_i8(v: i32) -> i8 {
@@ -228,6 +289,71 @@ mod tests {
                 x.round_ties_even() as i32
             };
             assert_eq!(round_act(x), want, "{x}");
+        }
+    }
+
+    /// The double-rounding cases of the f64 shortcut, in the normal and the subnormal range.
+    #[test]
+    fn fma_f32_rounds_once() {
+        let naive = |a: f32, b: f32, c: f32| (f64::from(a) * f64::from(b) + f64::from(c)) as f32;
+        // (1 + 2^-23) - (1 - 2^-23)·2^-24·(1 + 2^-23) = 1 + 2^-24 + 2^-70: just above the tie
+        // between 1 and 1 + 2^-23, which the f64 sum lands on.
+        let up = f32::from_bits(0x3f80_0001);
+        let a = -f32::from_bits(0x337f_fffe);
+        assert_eq!(naive(a, up, up), 1.0);
+        assert_eq!(fma_f32(a, up, up), up);
+        assert_eq!(fma_f32(-a, -up, up), up);
+        assert_eq!(fma_f32(a, -up, -up), -up);
+        // k·2^-149 + 2^-150·(1 - 2^-46), k odd: just below the tie between the subnormals k and
+        // k + 1, which the f64 sum lands on.
+        let k = 4_194_303u32;
+        let (a, b) = (
+            f32::from_bits((51 << 23) | 0x7f_fffe),
+            f32::from_bits((52 << 23) | 1),
+        );
+        let c = f32::from_bits(k);
+        assert_eq!(naive(a, b, c).to_bits(), k + 1);
+        assert_eq!(fma_f32(a, b, c).to_bits(), k);
+        // Exact ties round to even; MAX + 2^103 is the tie with 2^128 (overflow).
+        assert_eq!(fma_f32(f32::from_bits(0x3380_0000), 1.0, 1.0), 1.0);
+        let max = f32::MAX;
+        assert_eq!(
+            fma_f32(max, 1.0, f32::from_bits(0x7300_0000)),
+            f32::INFINITY
+        );
+        assert_eq!(
+            fma_f32(max, 1.0, f32::from_bits(0x7300_0000).next_down()),
+            max
+        );
+        assert!(fma_f32(f32::NAN, 1.0, 1.0).is_nan());
+        assert_eq!(fma_f32(f32::INFINITY, 2.0, 1.0), f32::INFINITY);
+    }
+
+    /// Against the platform's fused multiply-add (hardware or a correct libm) on random and
+    /// on constructed near-tie operands.
+    #[test]
+    fn fma_f32_matches_mul_add() {
+        let mut s = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 32) as u32
+        };
+        for i in 0..300_000 {
+            let a = f32::from_bits((next() & 0x8fff_ffff) | 0x3000_0000);
+            let b = f32::from_bits((next() & 0x8fff_ffff) | 0x3000_0000);
+            let c = if i % 2 == 0 {
+                f32::from_bits((next() & 0x8fff_ffff) | 0x3000_0000)
+            } else {
+                // Cancels most of the product: many near-ties.
+                -((a * b) + f32::from_bits((next() & 0x807f_ffff) | 0x2000_0000))
+            };
+            assert_eq!(
+                fma_f32(a, b, c).to_bits(),
+                a.mul_add(b, c).to_bits(),
+                "{a:e} {b:e} {c:e}"
+            );
         }
     }
 

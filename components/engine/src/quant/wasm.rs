@@ -1,5 +1,12 @@
 //! SIMD128 helpers shared by the wasm32 kernels.
+//!
+//! The kernels compute exactly what the AVX2 kernels of `x86.rs` and the type files compute (and
+//! so what llama.cpp's x86 build computes), bit for bit: the integer sums are grouped into the
+//! same eight 32-bit lanes as AVX2's `maddubs`/`madd` leave them ([`dot4_u8i8`], [`dot4_i8`]),
+//! and the f32 accumulators are emulated lane for lane ([`Acc8`], [`Acc4`]), with
+//! `_mm256_fmadd_ps` rounded once ([`fma_lanes`]) and `hsum_float_8`'s order of additions.
 
+use super::util::fma_f32;
 use core::arch::wasm32::*;
 
 /// Unaligned 16-byte load.
@@ -12,27 +19,12 @@ pub(crate) unsafe fn load<T>(p: *const T) -> v128 {
     unsafe { v128_load(p.cast()) }
 }
 
-/// Sums i8 x i8 products of two 16-lane vectors into 4 i32 lanes (each lane: 4 products).
-#[inline(always)]
-pub(crate) fn dot_i8x16(a: v128, b: v128) -> v128 {
-    let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(b));
-    let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(b));
-    i32x4_add(lo, hi)
-}
-
 /// Horizontal sum of 4 i32 lanes.
 #[inline(always)]
 pub(crate) fn hsum_i32x4(v: v128) -> i32 {
     let v = i32x4_add(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
     let v = i32x4_add(v, i32x4_shuffle::<1, 0, 3, 2>(v, v));
     i32x4_extract_lane::<0>(v)
-}
-
-/// Horizontal sum of 4 f32 lanes.
-#[inline(always)]
-pub(crate) fn hsum_f32x4(v: v128) -> f32 {
-    (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
-        + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
 }
 
 /// Spreads the 16 bits `bits` to 16 bytes: 0xFF where the bit is set, 0x00 elsewhere
@@ -76,4 +68,210 @@ pub(crate) fn f16x4_to_f32x4(h: v128) -> v128 {
     );
     let is_denormal = u32x4_lt(two_w, u32x4_splat(1 << 27));
     v128_or(sign, v128_bitselect(denormalized, normalized, is_denormal))
+}
+
+/// The 32-bit lanes that `_mm256_madd_epi16(_mm256_maddubs_epi16(a, b), 1)` (x86's
+/// `mul_sum_us8_pairs_float` before the conversion) leaves for one 128-bit half: lane k =
+/// `Σ_{t<4} a[4k+t]·b[4k+t]`, `a` unsigned bytes, `b` signed bytes. AVX2's pairwise i16 sums
+/// would saturate past 2^15; the kernels only use this where they cannot.
+#[inline(always)]
+pub(crate) fn dot4_u8i8(a: v128, b: v128) -> v128 {
+    let m = u16x8_splat(0x00FF);
+    // i16 lane j of a byte vector holds bytes 2j (low) and 2j+1 (high): the even bytes
+    // in one vector, the odd ones in another, so that `dot_i16x8` adds bytes 4k, 4k+2 and
+    // 4k+1, 4k+3.
+    let (ae, ao) = (v128_and(a, m), u16x8_shr(a, 8));
+    let (be, bo) = split_i8(b);
+    i32x4_add(i32x4_dot_i16x8(ae, be), i32x4_dot_i16x8(ao, bo))
+}
+
+/// [`dot4_u8i8`] for signed `a` (x86's `mul_sum_i8_pairs_float` and `mul_add_epi8`, which move
+/// the sign of `a` onto `b`). The products are exact; x86's sign trick differs only for
+/// `a = b = -128`, which the activation quantizers never produce (they give -127..=127).
+#[inline(always)]
+pub(crate) fn dot4_i8(a: v128, b: v128) -> v128 {
+    let (ae, ao) = split_i8(a);
+    let (be, bo) = split_i8(b);
+    i32x4_add(i32x4_dot_i16x8(ae, be), i32x4_dot_i16x8(ao, bo))
+}
+
+/// Sign-extends the even and the odd bytes of `b` into two i16x8.
+#[inline(always)]
+fn split_i8(b: v128) -> (v128, v128) {
+    (i16x8_shr(i16x8_shl(b, 8), 8), i16x8_shr(b, 8))
+}
+
+/// [`dot4_u8i8`] of the low nibbles of `raw` with `y0` and of its high nibbles with `y1`: the
+/// 32 values of a 4-bit block (values 0..16 in the low nibbles, 16..32 in the high ones) with
+/// their activations.
+#[inline(always)]
+pub(crate) fn dot4_nibbles(raw: v128, y0: v128, y1: v128) -> (v128, v128) {
+    let m = u16x8_splat(0x000F);
+    let (le, lo) = (v128_and(raw, m), v128_and(u16x8_shr(raw, 8), m));
+    let (he, ho) = (v128_and(u16x8_shr(raw, 4), m), u16x8_shr(raw, 12));
+    let (y0e, y0o) = split_i8(y0);
+    let (y1e, y1o) = split_i8(y1);
+    (
+        i32x4_add(i32x4_dot_i16x8(le, y0e), i32x4_dot_i16x8(lo, y0o)),
+        i32x4_add(i32x4_dot_i16x8(he, y1e), i32x4_dot_i16x8(ho, y1o)),
+    )
+}
+
+/// Four f32 lanes as two f64x2 (lanes 0, 1 and 2, 3), exactly.
+#[inline(always)]
+pub(crate) fn widen(f: v128) -> [v128; 2] {
+    [
+        f64x2_promote_low_f32x4(f),
+        f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 2, 3>(f, f)),
+    ]
+}
+
+/// `a * b + c` rounded once to f32, lane-wise (`_mm256_fmadd_ps`), on `2N` lanes held as f64x2
+/// whose values are all f32 values. As in [`fma_f32`]: the f64 product is exact and the f64 sum
+/// rounds once; its conversion to f32 is a second rounding only where the sum is an f32 tie
+/// (rare: a fixed bit pattern in the low 29 bits), and such steps redo all lanes with
+/// [`fma_f32`]. `TINY` also sends sums below 2^-126 there (f32 subnormals have other ties);
+/// kernels whose values are all multiples of 2^-48 (products of f16 scales and integers) leave
+/// it off.
+#[inline(always)]
+pub(crate) fn fma_lanes<const N: usize, const TINY: bool>(
+    a: [v128; N],
+    b: [v128; N],
+    c: [v128; N],
+) -> [v128; N] {
+    const { assert!(N.is_multiple_of(2)) };
+    let mut s = c;
+    for i in 0..N {
+        s[i] = f64x2_add(f64x2_mul(a[i], b[i]), c[i]);
+    }
+    let mut flag = i32x4_splat(0);
+    for i in (0..N).step_by(2) {
+        let (s0, s1) = (s[i], s[i + 1]);
+        let lo = i32x4_shuffle::<0, 2, 4, 6>(s0, s1);
+        let tie = i32x4_eq(
+            v128_and(lo, i32x4_splat(0x1fff_ffff)),
+            i32x4_splat(0x1000_0000),
+        );
+        flag = v128_or(flag, tie);
+        if TINY {
+            let hi = i32x4_shuffle::<1, 3, 5, 7>(s0, s1);
+            let e = i32x4_sub(v128_and(hi, i32x4_splat(0x7fff_ffff)), i32x4_splat(1));
+            flag = v128_or(flag, u32x4_lt(e, u32x4_splat((897 << 20) - 1)));
+        }
+    }
+    if v128_any_true(flag) {
+        return fma_lanes_slow(a, b, c);
+    }
+    for x in &mut s {
+        *x = f64x2_promote_low_f32x4(f32x4_demote_f64x2_zero(*x));
+    }
+    s
+}
+
+#[cold]
+#[inline(never)]
+fn fma_lanes_slow<const N: usize>(a: [v128; N], b: [v128; N], c: [v128; N]) -> [v128; N] {
+    let mut r = c;
+    for i in 0..N {
+        let f = |x: v128, l: usize| {
+            (if l == 0 {
+                f64x2_extract_lane::<0>(x)
+            } else {
+                f64x2_extract_lane::<1>(x)
+            }) as f32
+        };
+        let lane = |l| f64::from(fma_f32(f(a[i], l), f(b[i], l), f(c[i], l)));
+        r[i] = f64x2(lane(0), lane(1));
+    }
+    r
+}
+
+/// The f32 values of `N` f64x2 lanes, in order.
+#[inline(always)]
+fn lanes_of<const N: usize, const M: usize>(v: [v128; N]) -> [f32; M] {
+    let mut out = [0.0f32; M];
+    for (i, x) in v.iter().enumerate() {
+        out[2 * i] = f64x2_extract_lane::<0>(*x) as f32;
+        out[2 * i + 1] = f64x2_extract_lane::<1>(*x) as f32;
+    }
+    out
+}
+
+/// An AVX `__m256` of f32 accumulators, emulated exactly: lanes 0..8 in four f64x2.
+#[derive(Clone, Copy)]
+pub(crate) struct Acc8([v128; 4]);
+
+impl Acc8 {
+    /// `_mm256_setzero_ps()`.
+    #[inline(always)]
+    pub(crate) fn zero() -> Acc8 {
+        Acc8([f64x2_splat(0.0); 4])
+    }
+
+    /// `acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q), acc)` with the i32 lanes
+    /// 0..4 in `q0` and 4..8 in `q1`.
+    #[inline(always)]
+    pub(crate) fn fmadd_i32<const TINY: bool>(&mut self, d: f32, q0: v128, q1: v128) {
+        let d = f64x2_splat(f64::from(d));
+        let (b0, b1) = (
+            widen(f32x4_convert_i32x4(q0)),
+            widen(f32x4_convert_i32x4(q1)),
+        );
+        self.0 = fma_lanes::<4, TINY>([d; 4], [b0[0], b0[1], b1[0], b1[1]], self.0);
+    }
+
+    /// `acc = _mm256_fmadd_ps(a, b, acc)` for f32 vectors given as lanes 0..4 and 4..8.
+    #[inline(always)]
+    pub(crate) fn fmadd_f32(&mut self, a: [v128; 2], b: [v128; 2]) {
+        let (a0, a1, b0, b1) = (widen(a[0]), widen(a[1]), widen(b[0]), widen(b[1]));
+        self.0 = fma_lanes::<4, true>(
+            [a0[0], a0[1], a1[0], a1[1]],
+            [b0[0], b0[1], b1[0], b1[1]],
+            self.0,
+        );
+    }
+
+    /// The eight lanes.
+    #[inline(always)]
+    pub(crate) fn lanes(self) -> [f32; 8] {
+        lanes_of(self.0)
+    }
+
+    /// Port of `hsum_float_8` (ggml-cpu/arch/x86/quants.c): its exact order of additions.
+    #[inline(always)]
+    pub(crate) fn hsum(self) -> f32 {
+        hsum_float_8(self.lanes())
+    }
+}
+
+/// `hsum_float_8` on eight f32 lanes: high half plus low half, then lanes 0 + 2 and 1 + 3.
+#[inline(always)]
+pub(crate) fn hsum_float_8(x: [f32; 8]) -> f32 {
+    let r = [x[4] + x[0], x[5] + x[1], x[6] + x[2], x[7] + x[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// An SSE `__m128` of f32 accumulators, emulated exactly like [`Acc8`].
+#[derive(Clone, Copy)]
+pub(crate) struct Acc4([v128; 2]);
+
+impl Acc4 {
+    /// `_mm_setzero_ps()`.
+    #[inline(always)]
+    pub(crate) fn zero() -> Acc4 {
+        Acc4([f64x2_splat(0.0); 2])
+    }
+
+    /// `acc = _mm_fmadd_ps(_mm_set1_ps(d), _mm_cvtepi32_ps(q), acc)`.
+    #[inline(always)]
+    pub(crate) fn fmadd_i32<const TINY: bool>(&mut self, d: f32, q: v128) {
+        let d = f64x2_splat(f64::from(d));
+        self.0 = fma_lanes::<2, TINY>([d; 2], widen(f32x4_convert_i32x4(q)), self.0);
+    }
+
+    /// The four lanes.
+    #[inline(always)]
+    pub(crate) fn lanes(self) -> [f32; 4] {
+        lanes_of(self.0)
+    }
 }
