@@ -12,4 +12,4 @@ echo "== build: chord (release)"
 cargo build --release -p chord-host
 
 echo "== pull: default model"
-./target/release/chord pull
+"${CARGO_TARGET_DIR:-target}/release/chord" pull
