@@ -11,8 +11,7 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
     with: {
         "chord:memory64-store/store.blob": crate::store::BlobHandle,
-        "chord:compute/compute.tensor": crate::compute::Tensor,
-        "chord:compute/compute.graph": crate::compute::Graph,
+        "chord:compute/compute.matrix": crate::compute::HostMatrix,
     },
 });
 

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +24,14 @@ struct Cli {
     /// Most memory the engine (the wasm guest) may grow to: bytes, or with a K/M/G/T suffix.
     #[arg(long, global = true, default_value = "4G", value_parser = parse_bytes)]
     max_guest_memory: u64,
+    /// Where the model's matrix products run: `cpu`, the host's native backend (a thread pool;
+    /// the weights are read in place from the mapped file), or `guest`, the component's own
+    /// SIMD kernels on one thread (with its weight cache, see --cache-budget).
+    #[arg(long, global = true, default_value = "cpu", value_parser = ["cpu", "guest"])]
+    backend: String,
+    /// Threads of the cpu backend (0: one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -226,18 +235,13 @@ struct BenchArgs {
     /// Repetitions of each test (after one warm-up run).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     repetitions: u32,
-    /// Host thread counts to test, comma-separated (the `cpu` backend's pool).
-    #[arg(
-        short = 't',
-        long = "threads",
-        value_delimiter = ',',
-        default_value = "1"
-    )]
-    threads: Vec<u32>,
-    /// Where the model computes: `guest` (the component's own SIMD kernels, one thread) or `cpu`
-    /// (the host's native backend).
-    #[arg(long, default_value = "guest")]
-    backend: String,
+    /// Thread counts of the cpu backend to test, comma-separated (the guest always runs one).
+    #[arg(short = 't', value_delimiter = ',', default_value = "1")]
+    thread_counts: Vec<u32>,
+    /// Drive the cpu backend natively, without the component: the same kernels and threads, so
+    /// the difference to a plain run is what the component's calls cost.
+    #[arg(long)]
+    native: bool,
     /// Weight cache budget (see `run --cache-budget`).
     #[arg(long, value_parser = parse_bytes)]
     cache_budget: Option<u64>,
@@ -335,7 +339,10 @@ struct PullArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mem = cli.max_guest_memory;
+    let mem = HostOpts {
+        memory: cli.max_guest_memory,
+        cpu_threads: (cli.backend == "cpu").then_some(cli.threads),
+    };
     let result = match cli.command {
         Command::Pull(args) => pull(args),
         Command::Info(args) => info(args, mem),
@@ -421,6 +428,15 @@ fn pull(args: PullArgs) -> Result<()> {
     Ok(())
 }
 
+/// How the engine is hosted: the global options.
+#[derive(Clone, Copy)]
+struct HostOpts {
+    /// Most bytes of guest memory.
+    memory: u64,
+    /// The cpu backend's threads (0: all cores); `None`: the guest computes.
+    cpu_threads: Option<usize>,
+}
+
 /// The engine component with one model loaded: what every model command starts from.
 struct Engine {
     rt: Runtime,
@@ -431,10 +447,11 @@ struct Engine {
 impl Engine {
     /// Resolves `arg` (path, known name or URL), starts the component with `mem` bytes of guest
     /// memory at most, loads the model, and makes Ctrl-C interrupt the engine.
-    fn open(arg: &str, mem: u64, load: &LoadOptions) -> Result<Engine> {
+    fn open(arg: &str, mem: HostOpts, load: &LoadOptions) -> Result<Engine> {
         let path = pull::resolve_model(arg)?;
         let mut rt = Runtime::new(RuntimeOptions {
-            memory_limit: mem,
+            memory_limit: mem.memory,
+            cpu_threads: mem.cpu_threads,
             ..RuntimeOptions::default()
         })?;
         install_ctrlc_handler(rt.interrupt_handle())?;
@@ -478,7 +495,7 @@ fn session_options(c: &ContextArgs) -> SessionOptions {
     }
 }
 
-fn info(args: InfoArgs, mem: u64) -> Result<()> {
+fn info(args: InfoArgs, mem: HostOpts) -> Result<()> {
     let mut e = Engine::open(&args.model, mem, &LoadOptions::default())?;
     let i = e.rt.model_info(&e.model)?;
     let path = &e.path;
@@ -629,7 +646,7 @@ fn timing_line(u: &chord_host::Usage, finish: FinishReason) -> String {
     )
 }
 
-fn run(args: RunArgs, mem: u64) -> Result<()> {
+fn run(args: RunArgs, mem: HostOpts) -> Result<()> {
     let prompt = match args.prompt {
         Some(p) => p,
         None => {
@@ -701,7 +718,7 @@ fn run(args: RunArgs, mem: u64) -> Result<()> {
 /// conversation is rendered whole with the template, and the part after the text already in the
 /// context (the previous render plus the reply) is tokenized and evaluated. Where a template
 /// rewrites earlier turns (so the old text is not a prefix), the context is rebuilt instead.
-fn chat(args: ChatArgs, mem: u64) -> Result<()> {
+fn chat(args: ChatArgs, mem: HostOpts) -> Result<()> {
     use std::io::{BufRead as _, IsTerminal as _};
     let mut e = Engine::open(&args.model, mem, &load_options(&args.context))?;
     let session = e.session(&session_options(&args.context))?;
@@ -760,7 +777,7 @@ fn chat(args: ChatArgs, mem: u64) -> Result<()> {
     Ok(())
 }
 
-fn logits(args: LogitsArgs, mem: u64) -> Result<()> {
+fn logits(args: LogitsArgs, mem: HostOpts) -> Result<()> {
     // A context just long enough: no KV cache for a window that is never used.
     let mut e = Engine::open(&args.model, mem, &LoadOptions::default())?;
     let tokens = match &args.prompt {
@@ -804,7 +821,7 @@ fn logits(args: LogitsArgs, mem: u64) -> Result<()> {
 /// tokenized with special tokens added per metadata; floor(n / ctx) chunks of ctx tokens, each
 /// from position 0 in an empty context, its first token replaced by BOS where the model adds
 /// one; the logits of the second half scored against the tokens that follow them.
-fn perplexity(args: PerplexityArgs, mem: u64) -> Result<()> {
+fn perplexity(args: PerplexityArgs, mem: HostOpts) -> Result<()> {
     let text =
         std::fs::read_to_string(&args.file).with_context(|| format!("{}", args.file.display()))?;
     let ctx = args.ctx;
@@ -886,91 +903,167 @@ fn perplexity(args: PerplexityArgs, mem: u64) -> Result<()> {
     Ok(())
 }
 
-/// llama-bench's two tests through the component: `pp` evaluates `n_prompt` tokens as one batch in
-/// an empty context; `tg` evaluates `n_gen` tokens one at a time (no sampling, as llama-bench). Each
-/// runs once to warm up, then `repetitions` times; tok/s mean and standard deviation.
-fn bench(args: BenchArgs, mem: u64) -> Result<()> {
-    match args.backend.as_str() {
-        "guest" => {}
-        "cpu" => anyhow::bail!(
-            "the host CPU compute backend is not implemented yet; use --backend guest"
-        ),
-        b => anyhow::bail!("unknown backend `{b}` (guest or cpu)"),
+/// What `bench` measures: the component, or the cpu backend driven natively.
+enum BenchTarget {
+    Component(Engine, SessionHandle),
+    Native(chord_engine::model::Session),
+}
+
+impl BenchTarget {
+    fn open(args: &BenchArgs, mem: HostOpts, ctx: u32) -> Result<(BenchTarget, u32, String)> {
+        if !args.native {
+            let mut e = Engine::open(
+                &args.model,
+                mem,
+                &LoadOptions {
+                    context_length: Some(ctx),
+                    cache_budget_bytes: args.cache_budget,
+                    ..LoadOptions::default()
+                },
+            )?;
+            let vocab = e.rt.model_info(&e.model)?.hyperparameters.vocab_size;
+            let session = e.session(&SessionOptions::default())?;
+            let name = file_name(&e.path);
+            return Ok((BenchTarget::Component(e, session), vocab, name));
+        }
+        use chord_engine::model::{Model, SessionOptions as NativeOptions};
+        let Some(threads) = mem.cpu_threads else {
+            anyhow::bail!(
+                "--native drives the cpu backend; it cannot be used with --backend guest"
+            );
+        };
+        let path = pull::resolve_model(&args.model)?;
+        let file = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
+        // SAFETY: read-only map of a model file nobody writes while chord runs (as the store).
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.with_context(|| path.display().to_string())?;
+        let src: chord_engine::model::SharedSource = Arc::new(file);
+        let gguf =
+            chord_engine::gguf::Gguf::read(&*src).with_context(|| path.display().to_string())?;
+        let device = chord_host::compute::cpu::CpuBackend::new(threads)?.device(Arc::new(map));
+        let model = Arc::new(
+            Model::load_on(src, gguf, device).with_context(|| path.display().to_string())?,
+        );
+        let vocab = u32::try_from(model.hparams().n_vocab)?;
+        let session = model.new_session(NativeOptions {
+            n_ctx: ctx as usize,
+            ..NativeOptions::default()
+        })?;
+        Ok((BenchTarget::Native(session), vocab, file_name(&path)))
     }
+
+    fn reset(&mut self) -> Result<()> {
+        match self {
+            BenchTarget::Component(e, s) => e.rt.reset(s)?,
+            BenchTarget::Native(s) => s.reset(),
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        match self {
+            BenchTarget::Component(e, s) => e.rt.feed(s, tokens)?,
+            BenchTarget::Native(s) => {
+                s.eval(tokens, chord_engine::model::LogitsMode::Last)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map_or("?".into(), |f| f.to_string_lossy().into_owned())
+}
+
+/// llama-bench's two tests: `pp` evaluates `n_prompt` tokens as one batch in an empty context;
+/// `tg` evaluates `n_gen` tokens one at a time (no sampling, as llama-bench). Each runs once to
+/// warm up, then `repetitions` times; tok/s mean and standard deviation. Every thread count of
+/// `-t` gets its own engine (the cpu backend's pool is made at start).
+fn bench(args: BenchArgs, mem: HostOpts) -> Result<()> {
     if args.repetitions == 0 {
         anyhow::bail!("--repetitions must be at least 1");
     }
+    if args.thread_counts.contains(&0) {
+        anyhow::bail!("-t: thread counts must be at least 1");
+    }
+    let backend = if mem.cpu_threads.is_some() {
+        "cpu"
+    } else {
+        "guest"
+    };
     let ctx = (args.n_prompt.max(1) + args.n_gen).max(16);
-    let mut e = Engine::open(
-        &args.model,
-        mem,
-        &LoadOptions {
-            context_length: Some(ctx),
-            cache_budget_bytes: args.cache_budget,
-            ..LoadOptions::default()
-        },
-    )?;
-    let info = e.rt.model_info(&e.model)?;
-    let session = e.session(&SessionOptions::default())?;
-    // Deterministic ordinary tokens (not BOS/EOS: their ids are small or special).
-    let vocab = info.hyperparameters.vocab_size.max(2);
-    let token = |i: u32| 1 + (i.wrapping_mul(2_654_435_761) % (vocab - 1));
+    // The guest computes on one thread whatever -t says: one row set, threads = 1.
+    let counts: Vec<u32> = if mem.cpu_threads.is_some() {
+        args.thread_counts.clone()
+    } else {
+        vec![1]
+    };
     let mut results = Vec::new();
-    // The guest computes on one thread whatever -t says; its rows carry threads = 1.
-    let threads = 1u32;
-    let mut tests = Vec::new();
-    if args.n_prompt > 0 {
-        tests.push((format!("pp{}", args.n_prompt), args.n_prompt, true));
-    }
-    if args.n_gen > 0 {
-        tests.push((format!("tg{}", args.n_gen), args.n_gen, false));
-    }
-    for (name, n, batch) in tests {
-        let prompt: Vec<u32> = (0..n).map(token).collect();
-        let mut rates = Vec::new();
-        for rep in 0..=args.repetitions {
-            e.rt.reset(&session)?;
-            let t0 = std::time::Instant::now();
-            if batch {
-                e.rt.feed(&session, &prompt)?;
-            } else {
-                for t in &prompt {
-                    e.rt.feed(&session, std::slice::from_ref(t))?;
+    let mut model_name = String::new();
+    for &threads in &counts {
+        let h = HostOpts {
+            cpu_threads: mem.cpu_threads.map(|_| threads as usize),
+            ..mem
+        };
+        let (mut target, vocab, name) = BenchTarget::open(&args, h, ctx)?;
+        model_name = name;
+        // Deterministic ordinary tokens (not BOS/EOS: their ids are small or special).
+        let vocab = vocab.max(2);
+        let token = |i: u32| 1 + (i.wrapping_mul(2_654_435_761) % (vocab - 1));
+        let mut tests = Vec::new();
+        if args.n_prompt > 0 {
+            tests.push((format!("pp{}", args.n_prompt), args.n_prompt, true));
+        }
+        if args.n_gen > 0 {
+            tests.push((format!("tg{}", args.n_gen), args.n_gen, false));
+        }
+        for (name, n, batch) in tests {
+            let prompt: Vec<u32> = (0..n).map(token).collect();
+            let mut rates = Vec::new();
+            for rep in 0..=args.repetitions {
+                target.reset()?;
+                let t0 = std::time::Instant::now();
+                if batch {
+                    target.feed(&prompt)?;
+                } else {
+                    for t in &prompt {
+                        target.feed(std::slice::from_ref(t))?;
+                    }
+                }
+                let secs = t0.elapsed().as_secs_f64();
+                if rep > 0 {
+                    rates.push(f64::from(n) / secs);
                 }
             }
-            let secs = t0.elapsed().as_secs_f64();
-            if rep > 0 {
-                rates.push(f64::from(n) / secs);
-            }
+            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+            let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
+                / (rates.len().max(2) - 1) as f64;
+            results.push((name, threads, mean, var.sqrt()));
         }
-        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        let var =
-            rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (rates.len().max(2) - 1) as f64;
-        results.push((name, mean, var.sqrt()));
     }
+    let backend = if args.native {
+        format!("{backend}-native")
+    } else {
+        backend.to_string()
+    };
     if args.json {
         let rows: Vec<serde_json::Value> = results
             .iter()
-            .map(|(test, mean, sd)| serde_json::json!({"test": test, "threads": threads, "backend": args.backend, "tok_s": mean, "stdev": sd}))
+            .map(|(test, threads, mean, sd)| serde_json::json!({"test": test, "threads": threads, "backend": backend, "tok_s": mean, "stdev": sd}))
             .collect();
         println!("{}", serde_json::Value::Array(rows));
     } else {
         println!("| model | backend | threads | test | t/s |");
         println!("|---|---|---|---|---|");
-        for (test, mean, sd) in &results {
-            println!(
-                "| {} | {} | {threads} | {test} | {mean:.2} ± {sd:.2} |",
-                e.path
-                    .file_name()
-                    .map_or("?".into(), |f| f.to_string_lossy()),
-                args.backend
-            );
+        for (test, threads, mean, sd) in &results {
+            println!("| {model_name} | {backend} | {threads} | {test} | {mean:.2} ± {sd:.2} |");
         }
     }
     Ok(())
 }
 
-fn tokenize(args: TokenizeArgs, mem: u64) -> Result<()> {
+fn tokenize(args: TokenizeArgs, mem: HostOpts) -> Result<()> {
     let text = match args.text {
         Some(t) => t,
         None => {

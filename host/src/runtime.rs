@@ -48,6 +48,9 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// Most bytes one `blob.read` may return.
     pub max_read_len: u32,
+    /// Where the model computes: `None`, the guest's own kernels on one thread (the host offers
+    /// no compute device); `Some(t)`, the host CPU backend with `t` threads (0: one per core).
+    pub cpu_threads: Option<usize>,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +59,7 @@ impl Default for RuntimeOptions {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             cache_dir: default_cache_dir(),
             max_read_len: DEFAULT_MAX_READ_LEN,
+            cpu_threads: Some(0),
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct Ctx {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
     pub(crate) blobs: Arc<BlobStore>,
+    /// The CPU compute backend offered to the guest as device 0, if any.
+    pub(crate) cpu: Option<Arc<crate::compute::cpu::CpuBackend>>,
     limits: GuestLimits,
 }
 
@@ -313,10 +319,15 @@ impl Runtime {
         // The guest gets stderr (for panic messages) and WASI's clocks and random; no files, no
         // environment, no network: the store is its only way to data.
         let wasi = WasiCtx::builder().inherit_stderr().build();
+        let cpu = match opts.cpu_threads {
+            Some(t) => Some(crate::compute::cpu::CpuBackend::new(t)?),
+            None => None,
+        };
         let ctx = Ctx {
             table: ResourceTable::new(),
             wasi,
             blobs: blobs.clone(),
+            cpu,
             limits: GuestLimits {
                 memory_limit,
                 memory_peak: 0,

@@ -308,7 +308,18 @@ pub struct BlobHandle {
     file: Arc<MappedFile>,
 }
 
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 impl BlobHandle {
+    /// The mapped file (for compute devices that read weights in place).
+    pub(crate) fn file(&self) -> Arc<MappedFile> {
+        self.file.clone()
+    }
+
     /// Size in bytes.
     pub fn size(&self) -> u64 {
         self.file.bytes().len() as u64

@@ -18,9 +18,7 @@ mod wit_glue {
     });
 
     use chord::memory64_store::store::Blob;
-    use exports::chord::compute::compute::{
-        self as wit, ComputeError, DeviceInfo, Graph, Tensor, TensorBorrow,
-    };
+    use exports::chord::compute::compute::{self as wit, ComputeError, DeviceInfo, Matrix};
 
     fn no_device(device: u32) -> ComputeError {
         ComputeError::NoDevice(format!(
@@ -33,65 +31,30 @@ mod wit_glue {
     export!(Component);
 
     impl wit::Guest for Component {
-        type Tensor = NoTensor;
-        type Graph = NoGraph;
+        type Matrix = NoMatrix;
 
         fn devices() -> Vec<DeviceInfo> {
             Vec::new()
         }
     }
 
-    /// A tensor that can never be made: every constructor fails.
-    struct NoTensor;
+    /// A matrix that can never be made: its constructor fails.
+    struct NoMatrix;
 
-    impl wit::GuestTensor for NoTensor {
+    impl wit::GuestMatrix for NoMatrix {
         fn from_blob(
             device: u32,
             _source: &Blob,
             _offset: u64,
             _element_type: u32,
-            _shape: Vec<u64>,
-        ) -> Result<Tensor, ComputeError> {
+            _n_cols: u64,
+            _n_rows: u64,
+        ) -> Result<Matrix, ComputeError> {
             Err(no_device(device))
         }
 
-        fn zeros(device: u32, _shape: Vec<u64>) -> Result<Tensor, ComputeError> {
-            Err(no_device(device))
-        }
-
-        // No `NoTensor` exists, so the methods below are never called; they still answer
-        // sensibly rather than trap.
-        fn shape(&self) -> Vec<u64> {
-            Vec::new()
-        }
-
-        fn write(&self, _offset: u64, _values: Vec<f32>) -> Result<(), ComputeError> {
-            Err(no_device(0))
-        }
-
-        fn read(&self, _offset: u64, _len: u32) -> Result<Vec<f32>, ComputeError> {
-            Err(no_device(0))
-        }
-    }
-
-    /// A graph that can never be made.
-    struct NoGraph;
-
-    impl wit::GuestGraph for NoGraph {
-        fn new(device: u32) -> Result<Graph, ComputeError> {
-            Err(no_device(device))
-        }
-
-        fn matmul(
-            &self,
-            _out: TensorBorrow<'_>,
-            _weights: TensorBorrow<'_>,
-            _input: TensorBorrow<'_>,
-        ) -> Result<(), ComputeError> {
-            Err(no_device(0))
-        }
-
-        fn run(&self) -> Result<(), ComputeError> {
+        // No `NoMatrix` exists, so this is never called; it still answers rather than trap.
+        fn matmul(&self, _input: Vec<f32>, _n: u32) -> Result<Vec<f32>, ComputeError> {
             Err(no_device(0))
         }
     }

@@ -15,6 +15,9 @@ pub enum Error {
     /// Reading bytes from the backing store failed.
     #[error("store: {0}")]
     Store(String),
+    /// The compute device the model's matrices are on failed.
+    #[error("compute: {0}")]
+    Compute(String),
     /// A session's context window is full and context shifting is off (or cannot free room).
     #[error("context full: {0}")]
     ContextFull(String),

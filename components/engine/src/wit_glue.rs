@@ -29,6 +29,7 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+use chord::compute::compute as wit_compute;
 use chord::memory64_store::store as wit_store;
 use exports::chord::llm::inference as wit;
 
@@ -147,6 +148,76 @@ const DEFAULT_RESIDENT_MAX: u64 = 2 << 30;
 const DEFAULT_CACHE_BUDGET: u64 = 1 << 30;
 
 /// A loaded model: its header, where its bytes are, and how it was loaded.
+// ---------------------------------------------------------------------------------------------
+// Matrix products on the host's compute device (the data plane of `chord:compute`).
+
+/// Device `index` of the compute import; the host reads each matrix from `source`'s blob itself.
+struct ComputeDevice {
+    index: u32,
+    source: Arc<StoreSource>,
+}
+
+/// A matrix on the compute device.
+struct ComputeMatrix {
+    m: wit_compute::Matrix,
+    name: String,
+}
+
+// SAFETY: as for `StoreSource`: the component is single-threaded.
+unsafe impl Send for ComputeDevice {}
+// SAFETY: as above.
+unsafe impl Sync for ComputeDevice {}
+// SAFETY: as above.
+unsafe impl Send for ComputeMatrix {}
+// SAFETY: as above.
+unsafe impl Sync for ComputeMatrix {}
+
+impl crate::model::Device for ComputeDevice {
+    fn upload(
+        &self,
+        name: &str,
+        ty: crate::quant::GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        offset: u64,
+    ) -> crate::Result<Box<dyn crate::model::DeviceMatrix>> {
+        let m = wit_compute::Matrix::from_blob(
+            self.index,
+            &self.source.blob,
+            offset,
+            ty as u32,
+            n_cols as u64,
+            n_rows as u64,
+        )
+        .map_err(|e| compute_error(name, e))?;
+        Ok(Box::new(ComputeMatrix {
+            m,
+            name: name.to_string(),
+        }))
+    }
+}
+
+impl crate::model::DeviceMatrix for ComputeMatrix {
+    fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> crate::Result<()> {
+        let n32 = u32::try_from(n)
+            .map_err(|_| EngineError::InvalidArgument(format!("{n} activation rows")))?;
+        let r = self
+            .m
+            .matmul(x, n32)
+            .map_err(|e| compute_error(&self.name, e))?;
+        if r.len() != out.len() {
+            return Err(EngineError::Compute(format!(
+                "{}: the device returned {} values for {}",
+                self.name,
+                r.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(&r);
+        Ok(())
+    }
+}
+
 struct Model {
     gguf: Gguf,
     summary: ModelSummary,
@@ -163,10 +234,9 @@ struct Model {
     /// The weights, loaded by the first `new-session` (info and tokenizing do not need them, and
     /// vocabulary-only files have none).
     weights: RefCell<Option<Arc<crate::model::Model>>>,
-    /// Devices the host's compute import offered at load. The engine has no device path yet and
-    /// computes with its own kernels whatever is offered; this is where it will choose.
-    #[allow(dead_code)]
-    devices: Vec<chord::compute::compute::DeviceInfo>,
+    /// Devices the host's compute import offered at load: the matrices go to the first (the
+    /// host lists its best first); none, and the engine computes with its own kernels.
+    devices: Vec<wit_compute::DeviceInfo>,
     /// Context length sessions get.
     context_length: u32,
     /// The weight cache's budget (`None`: everything resident).
@@ -210,7 +280,7 @@ impl Model {
             chat_template,
             source,
             weights: RefCell::new(None),
-            devices: chord::compute::compute::devices(),
+            devices: wit_compute::devices(),
             context_length,
             cache_budget,
             options,
@@ -229,6 +299,19 @@ impl Model {
             return Ok(w.clone());
         }
         let source: crate::model::SharedSource = self.source.clone();
+        if !self.devices.is_empty() {
+            let device = Arc::new(ComputeDevice {
+                index: 0,
+                source: self.source.clone(),
+            });
+            let w = Arc::new(crate::model::Model::load_on(
+                source,
+                self.gguf.clone(),
+                device,
+            )?);
+            *self.weights.borrow_mut() = Some(w.clone());
+            return Ok(w);
+        }
         let cache = crate::model::CacheOptions {
             budget_bytes: self.cache_budget,
             prefetch_layers: self.options.prefetch_layers as usize,
@@ -602,6 +685,7 @@ fn to_wit_error(e: EngineError) -> wit::Error {
         EngineError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         EngineError::ContextFull(m) => wit::Error::ContextFull(m),
         EngineError::Store(m) => wit::Error::Store(m),
+        EngineError::Compute(m) => wit::Error::Compute(m),
         EngineError::OutOfMemory(m) => wit::Error::OutOfMemory(m),
     }
 }
@@ -699,6 +783,18 @@ fn lossy_utf8(bytes: Vec<u8>) -> String {
     match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+fn compute_error(what: &str, e: wit_compute::ComputeError) -> EngineError {
+    use wit_compute::ComputeError as C;
+    match e {
+        C::OutOfMemory(m) => EngineError::OutOfMemory(format!("{what}: {m}")),
+        C::Unsupported(m) => EngineError::Unsupported(format!("{what} on the compute device: {m}")),
+        C::Store(m) => EngineError::Store(format!("{what}: {m}")),
+        C::NoDevice(m) | C::InvalidArgument(m) | C::Device(m) => {
+            EngineError::Compute(format!("{what}: {m}"))
+        }
     }
 }
 

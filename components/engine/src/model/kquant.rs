@@ -165,21 +165,28 @@ fn dot_i8<const N: usize>(w: &[i8], x: &[u8]) -> i32 {
     acc
 }
 
-/// `out[t][r] = w[r] · x[t]` along `path`; `x` holds `n` Q8_K rows of `w.n_cols` values; `tmp`
-/// has room for `n` values.
+/// `out[t][r - rows.start] = w[r] · x[t]` along `path` for the rows `rows`; `x` holds `n` Q8_K
+/// rows of `w.n_cols` values; `tmp` has room for `n` values.
 pub(crate) fn matmul(
     path: Path,
     w: &Matrix,
     x: &[u8],
     n: usize,
+    rows: std::ops::Range<usize>,
     out: &mut [f32],
     tmp: &mut [f32],
 ) -> Result<()> {
     let nb = w.n_cols / QK_K;
     let arow = nb * Q8K_BYTES;
     let bsize = w.ty.type_size();
-    let m = w.n_rows;
-    if !w.n_cols.is_multiple_of(QK_K) || x.len() < n * arow || out.len() < n * m || tmp.len() < n {
+    // Output rows are `m` apart.
+    let (r0, m) = (rows.start, rows.len());
+    if !w.n_cols.is_multiple_of(QK_K)
+        || rows.end > w.n_rows
+        || x.len() < n * arow
+        || out.len() < n * m
+        || tmp.len() < n
+    {
         return Err(Error::InvalidArgument(format!(
             "K-quant matmul of {w:?} with {n} rows"
         )));
@@ -190,7 +197,7 @@ pub(crate) fn matmul(
     let mut blk = Block::new();
     let (mut ss, mut ms) = ([0i32; 16], [0i32; 8]);
     for r in 0..m {
-        let wr = w.row(r);
+        let wr = w.row(r0 + r);
         // Running sums per token: `out` (tiled: the result; repack: acc) and `tmp` (repack: accm).
         for t in 0..n {
             out[t * m + r] = 0.0;
@@ -292,7 +299,7 @@ mod tests {
                 }
                 let mut out = vec![0f32; n * m];
                 let mut tmp = vec![0f32; n];
-                matmul(path, &w, &xb, n, &mut out, &mut tmp).unwrap();
+                matmul(path, &w, &xb, n, 0..w.n_rows, &mut out, &mut tmp).unwrap();
                 for r in 0..m {
                     w.dequantize_row(r, &mut wd, &mut Vec::new()).unwrap();
                     for t in 0..n {

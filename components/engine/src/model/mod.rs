@@ -10,6 +10,7 @@
 //!
 //! The forward passes themselves live in [`crate::arch`], one file per architecture.
 
+pub mod device;
 pub(crate) mod fmat;
 pub mod hparams;
 pub(crate) mod kquant;
@@ -20,8 +21,10 @@ pub mod weights;
 
 use std::sync::Arc;
 
+pub use device::{Device, DeviceMatrix};
 pub use hparams::{Arch, HParams, RopeType};
 pub use kv_cache::KvCache;
+pub use ops::matmul_rows;
 pub use weights::{CacheOptions, CacheStats, Layers, Matrix};
 
 use crate::arch;
@@ -116,9 +119,26 @@ impl Model {
     /// leading layers as fit after it, and the other layers read on demand. Token embeddings
     /// that are not the output head are then read by the row.
     pub fn load_with(src: SharedSource, gguf: Gguf, cache: CacheOptions) -> Result<Model> {
+        Model::load_inner(src, gguf, cache, None)
+    }
+
+    /// Like [`Model::load`], with every weight matrix placed on `device`, which reads them from
+    /// its own copy of the source and computes their products; only vectors (norms, biases) and
+    /// single embedding rows are read here.
+    pub fn load_on(src: SharedSource, gguf: Gguf, device: Arc<dyn Device>) -> Result<Model> {
+        Model::load_inner(src, gguf, CacheOptions::default(), Some(device))
+    }
+
+    fn load_inner(
+        src: SharedSource,
+        gguf: Gguf,
+        cache: CacheOptions,
+        device: Option<Arc<dyn Device>>,
+    ) -> Result<Model> {
         let hp = HParams::from_gguf(&gguf)?;
         let gguf = Arc::new(gguf);
         let mut ld = Loader::new(&src, &gguf, None, cache.prefetch_layers);
+        ld.device = device;
         ld.ffn_width = hp.n_ff;
         let d = hp.n_embd;
         let tied = gguf.tensor(&Tn::Output.weight()).is_none();

@@ -136,16 +136,51 @@ pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
             out.len()
         )));
     }
-    let (a, arow, tmp) = x.quantized(w.ty.vec_dot_type())?;
+    if let Some(dev) = &w.device {
+        return dev.matmul(&x.x[..n * k], n, &mut out[..n * m]);
+    }
+    let (a, _, tmp) = x.quantized(w.ty.vec_dot_type())?;
+    matmul_rows(w, a, n, 0..m, out, tmp)
+}
+
+/// `out[t * rows.len() + (r - rows.start)] = w[r] · x[t]` for the rows `rows` of a resident `w`,
+/// where `a` holds the `n` rows of `x` quantized to `w.ty.vec_dot_type()` and `tmp` has room for
+/// `n` values. Rows are independent, so a CPU backend's threads each take a range and get
+/// [`matmul`]'s results bit for bit (K-quant paths are chosen from the whole matrix's shape).
+pub fn matmul_rows(
+    w: &Matrix,
+    a: &[u8],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+    tmp: &mut [f32],
+) -> Result<()> {
+    let (k, m) = (w.n_cols, w.n_rows);
+    let arow = usize::try_from(w.ty.vec_dot_type().row_size(k as u64)?)
+        .map_err(|_| oom("quantized activations", k))?;
+    let ldo = rows.len();
+    if rows.end > m
+        || w.data().len() != m * w.row_bytes
+        || a.len() < n * arow
+        || out.len() < n * ldo
+        || tmp.len() < n
+    {
+        return Err(Error::InvalidArgument(format!(
+            "matmul of rows {rows:?} of {w:?} ({} bytes held) with {n} activation rows of {} bytes into {} values",
+            w.data().len(),
+            a.len(),
+            out.len()
+        )));
+    }
     if let Some(path) = kquant::path(w, n) {
-        return kquant::matmul(path, w, a, n, out, tmp);
+        return kquant::matmul(path, w, a, n, rows, out, tmp);
     }
     // F32/F16 weights: llama.cpp's summation order for this batch size (see `fmat`).
     let dot = fmat::dot_fn(w.ty, m, k, n).unwrap_or(w.dot);
-    for r in 0..m {
+    for (i, r) in rows.enumerate() {
         let wr = w.row(r);
         for t in 0..n {
-            out[t * m + r] = dot(k, wr, &a[t * arow..(t + 1) * arow]);
+            out[t * ldo + i] = dot(k, wr, &a[t * arow..(t + 1) * arow]);
         }
     }
     Ok(())

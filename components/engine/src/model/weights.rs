@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::gguf::{ByteSource, Gguf, TensorInfo};
 use crate::model::SharedSource;
+use crate::model::device::{Device, DeviceMatrix};
 use crate::model::hparams::HParams;
 use crate::quant::{self, GgmlType, VecDotFn};
 use crate::{Error, Result};
@@ -31,9 +32,29 @@ pub struct Matrix {
     pub row_bytes: usize,
     /// The dot product kernel for this type, resolved once.
     pub(crate) dot: VecDotFn,
-    data: Vec<u8>,
-    /// When the rows are not in `data`: where to read them (token embeddings under a budget).
+    data: Bytes,
+    /// When the rows are not in `data`: where to read them (token embeddings under a budget, or
+    /// on a device).
     on_demand: Option<(SharedSource, u64)>,
+    /// When a compute device holds the matrix: products go there.
+    pub(crate) device: Option<Box<dyn DeviceMatrix>>,
+}
+
+/// A resident matrix's bytes: read into memory, or a range of memory someone else owns (the
+/// host's map of the model file, for its CPU backend).
+enum Bytes {
+    Owned(Vec<u8>),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>, std::ops::Range<usize>),
+}
+
+impl Bytes {
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(b, r) => &(**b).as_ref()[r.clone()],
+        }
+    }
 }
 
 impl std::fmt::Debug for Matrix {
@@ -54,13 +75,55 @@ impl Matrix {
     /// forward pass multiplies by resident).
     #[inline]
     pub fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+        &self.data.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
     /// All rows, back to back.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        &self.data
+        self.data.as_slice()
+    }
+
+    /// A resident matrix over `bytes[offset..]`, memory owned elsewhere (a device's map of the
+    /// model file): `n_rows` rows of `n_cols` values of `ty`.
+    pub fn shared(
+        name: &str,
+        ty: GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: u64,
+    ) -> Result<Matrix> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "tensor {name}: {n_rows} rows of {n_cols} {} at byte {offset} lie outside the model",
+                ty.name()
+            ))
+        };
+        if !n_cols.is_multiple_of(ty.block_size()) {
+            return Err(Error::InvalidArgument(format!(
+                "tensor {name}: rows of {n_cols} values are not whole {} blocks",
+                ty.name()
+            )));
+        }
+        let row_bytes = usize::try_from(ty.row_size(n_cols as u64)?).map_err(|_| bad())?;
+        let start = usize::try_from(offset).map_err(|_| bad())?;
+        let end = row_bytes
+            .checked_mul(n_rows)
+            .and_then(|len| start.checked_add(len))
+            .filter(|&e| e <= (*bytes).as_ref().len())
+            .ok_or_else(bad)?;
+        Ok(Matrix {
+            name: name.to_string(),
+            ty,
+            n_cols,
+            n_rows,
+            row_bytes,
+            dot: quant::vec_dot_fn(ty),
+            data: Bytes::Shared(bytes, start..end),
+            on_demand: None,
+            device: None,
+        })
     }
 
     /// A matrix over `data` (tests build small ones in memory).
@@ -75,8 +138,9 @@ impl Matrix {
             n_rows,
             row_bytes,
             dot: quant::vec_dot_fn(ty),
-            data,
+            data: Bytes::Owned(data),
             on_demand: None,
+            device: None,
         }
     }
 
@@ -103,7 +167,10 @@ impl Matrix {
 
     /// Bytes held in memory.
     pub fn resident_bytes(&self) -> usize {
-        self.data.len()
+        match &self.data {
+            Bytes::Owned(v) => v.len(),
+            Bytes::Shared(..) => 0,
+        }
     }
 }
 
@@ -341,6 +408,8 @@ pub(crate) struct Loader<'a> {
     pub fused_qkv_width: usize,
     /// Widest FFN gate (or fused gate+up) output: `n_ff` unless an architecture says more.
     pub ffn_width: usize,
+    /// Where matrices go when a compute device multiplies them (`None`: into memory).
+    pub device: Option<Arc<dyn Device>>,
 }
 
 impl<'a> Loader<'a> {
@@ -364,6 +433,7 @@ impl<'a> Loader<'a> {
             act_types: Vec::new(),
             fused_qkv_width: 0,
             ffn_width: 0,
+            device: None,
         }
     }
 
@@ -416,6 +486,9 @@ impl<'a> Loader<'a> {
         let ty = t.ty;
         let row_bytes = usize::try_from(ty.row_size(t.dims[0])?)
             .map_err(|_| Error::InvalidModel(format!("tensor {name}: row too large")))?;
+        if let Some(dev) = self.device.clone() {
+            return self.device_matrix(&*dev, t, n_cols, n_rows, row_bytes);
+        }
         let data = self.read_bytes(t)?;
         if !self.dry && Some(data.len()) != row_bytes.checked_mul(n_rows) {
             return Err(Error::InvalidModel(format!(
@@ -433,8 +506,45 @@ impl<'a> Loader<'a> {
             n_rows,
             row_bytes,
             dot: quant::vec_dot_fn(ty),
-            data,
+            data: Bytes::Owned(data),
             on_demand: None,
+            device: None,
+        })
+    }
+
+    /// The matrix of `t` placed on `dev`: products run there, single rows (token embeddings)
+    /// are read from the source.
+    fn device_matrix(
+        &mut self,
+        dev: &dyn Device,
+        t: &TensorInfo,
+        n_cols: usize,
+        n_rows: usize,
+        row_bytes: usize,
+    ) -> Result<Matrix> {
+        let name = &t.name;
+        if Some(t.size) != (row_bytes as u64).checked_mul(n_rows as u64) {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name}: {} bytes for {n_rows} rows of {row_bytes}",
+                t.size
+            )));
+        }
+        let offset = self.gguf.tensor_data_offset(t);
+        let device = if self.dry {
+            None
+        } else {
+            Some(dev.upload(name, t.ty, n_cols, n_rows, offset)?)
+        };
+        Ok(Matrix {
+            name: name.clone(),
+            ty: t.ty,
+            n_cols,
+            n_rows,
+            row_bytes,
+            dot: quant::vec_dot_fn(t.ty),
+            data: Bytes::Owned(Vec::new()),
+            on_demand: Some((self.shared.clone(), offset)),
+            device,
         })
     }
 
@@ -459,8 +569,9 @@ impl<'a> Loader<'a> {
             n_rows,
             row_bytes,
             dot: quant::vec_dot_fn(ty),
-            data: Vec::new(),
+            data: Bytes::Owned(Vec::new()),
             on_demand: Some((self.shared.clone(), self.gguf.tensor_data_offset(t))),
+            device: None,
         })
     }
 

@@ -1,0 +1,326 @@
+//! The host CPU backend: weight matrices read in place from the map of the model file, products
+//! computed by a persistent thread pool with the engine's native kernels (AVX2 where the CPU has
+//! it, chosen at run time; the scalar reference elsewhere, e.g. aarch64 until NEON lands).
+//!
+//! Each product quantizes the activations once (to the weight type's dot-product type, as
+//! llama.cpp does), then splits the weight rows into chunks that the pool's threads take in turn.
+//! A row's result does not depend on which thread computes it or how the rows are chunked, so the
+//! output equals the guest's own kernels and llama.cpp's x86 CPU backend bit for bit.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use chord_engine::model::{Device, DeviceMatrix, Matrix, matmul_rows};
+use chord_engine::quant::{self, GgmlType};
+use chord_engine::{Error, Result};
+use rayon::prelude::*;
+
+/// Rows per chunk are a multiple of this (the repacked Q4_K kernel's row group).
+const ROW_ALIGN: usize = 8;
+/// Chunks per thread: small enough chunks that a thread slowed by the OS does not hold up a
+/// product, large enough that taking one costs little.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// Bytes a matrix is read from: a map of the model file.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A pool of threads that compute matrix products.
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuBackend({} threads)", self.threads)
+    }
+}
+
+impl CpuBackend {
+    /// A backend with `threads` threads (0: one per available core).
+    pub fn new(threads: usize) -> Result<Arc<CpuBackend>> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("chord-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Unsupported(format!("cannot start {threads} CPU threads: {e}")))?;
+        Ok(Arc::new(CpuBackend { pool, threads }))
+    }
+
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A description for `devices`, e.g. "cpu (2 threads, avx2)".
+    pub fn name(&self) -> String {
+        format!(
+            "cpu ({} thread{}, {})",
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            format!("{:?}", quant::Backend::best()).to_lowercase()
+        )
+    }
+
+    /// The matrix `name` of `n_rows` rows of `n_cols` values of `ty` at `offset` of `bytes`.
+    pub fn matrix(
+        self: &Arc<Self>,
+        name: &str,
+        ty: GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        bytes: SharedBytes,
+        offset: u64,
+    ) -> Result<CpuMatrix> {
+        Ok(CpuMatrix {
+            w: Matrix::shared(name, ty, n_cols, n_rows, bytes, offset)?,
+            backend: self.clone(),
+        })
+    }
+
+    /// This backend as an engine [`Device`] over one model file's bytes: the native path, which
+    /// `chord` uses to measure what the component's calls cost.
+    pub fn device(self: &Arc<Self>, bytes: SharedBytes) -> Arc<dyn Device> {
+        Arc::new(CpuDevice {
+            backend: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// [`CpuBackend`] over the bytes of one model file.
+struct CpuDevice {
+    backend: Arc<CpuBackend>,
+    bytes: SharedBytes,
+}
+
+impl Device for CpuDevice {
+    fn upload(
+        &self,
+        name: &str,
+        ty: GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        offset: u64,
+    ) -> Result<Box<dyn DeviceMatrix>> {
+        Ok(Box::new(self.backend.matrix(
+            name,
+            ty,
+            n_cols,
+            n_rows,
+            self.bytes.clone(),
+            offset,
+        )?))
+    }
+}
+
+/// A weight matrix on the CPU backend.
+pub struct CpuMatrix {
+    w: Matrix,
+    backend: Arc<CpuBackend>,
+}
+
+/// Per-thread scratch: quantized activations (the calling thread) and K-quant accumulators.
+struct Scratch {
+    acts: Vec<u8>,
+    tmp: Vec<f32>,
+    out: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { acts: Vec::new(), tmp: Vec::new(), out: Vec::new() })
+    };
+}
+
+/// Grows `v` to `len` elements, failing cleanly when memory runs out.
+fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize, what: &str) -> Result<()> {
+    if v.len() < len {
+        v.try_reserve(len - v.len())
+            .map_err(|_| Error::OutOfMemory(format!("{what}: {len} values")))?;
+        v.resize(len, T::default());
+    }
+    Ok(())
+}
+
+/// The output pointer shared by the threads of one product; each writes only its own rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the threads write disjoint elements (their own rows' columns) and the product waits for
+// all of them before the slice is used again.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl CpuMatrix {
+    /// Rows in the matrix.
+    pub fn n_rows(&self) -> usize {
+        self.w.n_rows
+    }
+
+    /// Values per row.
+    pub fn n_cols(&self) -> usize {
+        self.w.n_cols
+    }
+
+    fn product(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        let (k, m) = (self.w.n_cols, self.w.n_rows);
+        if x.len() != n * k || out.len() != n * m {
+            return Err(Error::InvalidArgument(format!(
+                "matmul of {:?}: {} inputs for {n} rows of {k}, {} outputs for {n} rows of {m}",
+                self.w,
+                x.len(),
+                out.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let vt = self.w.ty.vec_dot_type();
+        let arow = usize::try_from(vt.row_size(k as u64)?)
+            .map_err(|_| Error::OutOfMemory("activations".into()))?;
+        SCRATCH.with_borrow_mut(|s| -> Result<()> {
+            grow(&mut s.acts, n * arow, "quantized activations")?;
+            for t in 0..n {
+                quant::quantize_row(
+                    vt,
+                    &x[t * k..(t + 1) * k],
+                    &mut s.acts[t * arow..(t + 1) * arow],
+                )?;
+            }
+            let acts = &s.acts[..n * arow];
+            let threads = self.backend.threads;
+            if threads == 1 || m < 2 * ROW_ALIGN {
+                grow(&mut s.tmp, n, "scratch")?;
+                return matmul_rows(&self.w, acts, n, 0..m, out, &mut s.tmp[..n]);
+            }
+            let chunk = m
+                .div_ceil(threads * CHUNKS_PER_THREAD)
+                .next_multiple_of(ROW_ALIGN);
+            let ptr = OutPtr(out.as_mut_ptr());
+            let w = &self.w;
+            self.backend.pool.install(|| {
+                (0..m.div_ceil(chunk))
+                    .into_par_iter()
+                    .try_for_each(|c| -> Result<()> {
+                        let rows = c * chunk..((c + 1) * chunk).min(m);
+                        let len = rows.len();
+                        SCRATCH.with_borrow_mut(|ts| -> Result<()> {
+                            grow(&mut ts.tmp, n, "scratch")?;
+                            grow(&mut ts.out, n * len, "scratch")?;
+                            let r0 = rows.start;
+                            matmul_rows(w, acts, n, rows, &mut ts.out[..n * len], &mut ts.tmp)?;
+                            let p = ptr;
+                            for t in 0..n {
+                                // SAFETY: row `t`'s columns r0..r0+len of the n x m output
+                                // belong to this chunk alone, and lie inside `out`.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        ts.out.as_ptr().add(t * len),
+                                        p.0.add(t * m + r0),
+                                        len,
+                                    );
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+            })
+        })
+    }
+}
+
+impl DeviceMatrix for CpuMatrix {
+    fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        self.product(x, n, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random weights in `ty`, their product through the pool with 1, 2 and 3 threads and
+    /// every batch shape against the single-threaded rows, bit for bit.
+    #[test]
+    fn threads_do_not_change_results() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+        ] {
+            let (k, m) = (512, 72);
+            let row = ty.row_size(k as u64).unwrap() as usize;
+            let mut bytes = vec![0u8; 16 + row * m];
+            let vals: Vec<f32> = (0..k).map(|_| rnd()).collect();
+            for r in 0..m {
+                let v: Vec<f32> = vals
+                    .iter()
+                    .map(|x| x * (r as f32 + 1.0) / 10.0 + rnd())
+                    .collect();
+                quant::quantize_row(ty, &v, &mut bytes[16 + r * row..16 + (r + 1) * row]).unwrap();
+            }
+            let bytes: SharedBytes = Arc::new(bytes);
+            for n in [1, 3, 9] {
+                let x: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
+                let mut want = vec![0.0; n * m];
+                let one = CpuBackend::new(1).unwrap();
+                one.matrix("w", ty, k, m, bytes.clone(), 16)
+                    .unwrap()
+                    .matmul(&x, n, &mut want)
+                    .unwrap();
+                for threads in [2, 3] {
+                    let b = CpuBackend::new(threads).unwrap();
+                    let mut got = vec![f32::NAN; n * m];
+                    b.matrix("w", ty, k, m, bytes.clone(), 16)
+                        .unwrap()
+                        .matmul(&x, n, &mut got)
+                        .unwrap();
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{} n={n} threads={threads}",
+                        ty.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let b = CpuBackend::new(2).unwrap();
+        let bytes: SharedBytes = Arc::new(vec![0u8; 100]);
+        // 4 rows of 32 Q8_0 values need 136 bytes.
+        assert!(
+            b.matrix("w", GgmlType::Q8_0, 32, 4, bytes.clone(), 0)
+                .is_err()
+        );
+        assert!(
+            b.matrix("w", GgmlType::Q8_0, 33, 1, bytes.clone(), 0)
+                .is_err()
+        );
+        assert!(
+            b.matrix("w", GgmlType::Q8_0, 32, 1, bytes.clone(), u64::MAX)
+                .is_err()
+        );
+        let w = b.matrix("w", GgmlType::Q8_0, 32, 2, bytes, 0).unwrap();
+        let mut out = vec![0.0; 2];
+        assert!(w.matmul(&[0.0; 31], 1, &mut out).is_err());
+        assert!(w.matmul(&[0.0; 32], 1, &mut out[..1]).is_err());
+    }
+}
