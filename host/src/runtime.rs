@@ -212,8 +212,22 @@ impl InterruptHandle {
 
 /// Makes Ctrl-C (SIGINT, and SIGTERM) interrupt the running engine call. Call once per process.
 pub fn install_ctrlc_handler(handle: InterruptHandle) -> Result<()> {
-    ctrlc::set_handler(move || handle.interrupt())
-        .map_err(|e| Error::InvalidArgument(format!("cannot install the Ctrl-C handler: {e}")))
+    // The process has one handler; a later runtime (e.g. `chord bench -t 1,2`) takes it over.
+    static CURRENT: std::sync::Mutex<Option<InterruptHandle>> = std::sync::Mutex::new(None);
+    let first = CURRENT
+        .lock()
+        .map_err(|_| Error::InvalidArgument("the Ctrl-C handler's lock is poisoned".into()))?
+        .replace(handle)
+        .is_none();
+    if first {
+        ctrlc::set_handler(|| {
+            if let Ok(Some(h)) = CURRENT.lock().as_deref() {
+                h.interrupt();
+            }
+        })
+        .map_err(|e| Error::InvalidArgument(format!("cannot install the Ctrl-C handler: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A model loaded in the engine. Give it back with [`Runtime::unload_model`].

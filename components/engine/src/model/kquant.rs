@@ -129,8 +129,14 @@ impl Block {
 
     /// Per sub-block of this block with one Q8_K block `a`: `s[i] = scale·Σ q·a` and (Q4_K,
     /// Q5_K) `m[i] = min·Σ a`. Returns the number of sub-blocks (16 for Q6_K, else 8).
-    #[inline]
-    fn sub_sums(&self, ty: GgmlType, a: &[u8], s: &mut [i32; 16], m: &mut [i32; 8]) -> usize {
+    #[inline(always)]
+    fn sub_sums<const AVX2: bool>(
+        &self,
+        ty: GgmlType,
+        a: &[u8],
+        s: &mut [i32; 16],
+        m: &mut [i32; 8],
+    ) -> usize {
         let qs = &a[4..4 + QK_K];
         let bsum = |i: usize| {
             i32::from(i16::from_le_bytes([
@@ -141,12 +147,12 @@ impl Block {
         if ty == GgmlType::Q6_K {
             for (sb, v) in s.iter_mut().enumerate() {
                 // scale · Σ (q - 32)·a, the same integer as scale · (Σ q·a - 32·Σ a)
-                *v = self.scales[sb] * dot_i8::<16>(&self.q[16 * sb..], &qs[16 * sb..]);
+                *v = self.scales[sb] * dot_i8::<16, AVX2>(&self.q[16 * sb..], &qs[16 * sb..]);
             }
             16
         } else {
             for sb in 0..8 {
-                s[sb] = self.scales[sb] * dot_i8::<32>(&self.q[32 * sb..], &qs[32 * sb..]);
+                s[sb] = self.scales[sb] * dot_i8::<32, AVX2>(&self.q[32 * sb..], &qs[32 * sb..]);
                 m[sb] = self.mins[sb] * (bsum(2 * sb) + bsum(2 * sb + 1));
             }
             8
@@ -154,10 +160,32 @@ impl Block {
     }
 }
 
-/// `Σ w[i]·x[i]` over `N` signed bytes (`x` as stored in a Q8_K block), exactly.
+/// `Σ w[i]·x[i]` over `N` signed bytes (`x` as stored in a Q8_K block), exactly (so with AVX2,
+/// widened to i16 and summed in any order, it is the same integer).
 #[inline(always)]
-fn dot_i8<const N: usize>(w: &[i8], x: &[u8]) -> i32 {
+fn dot_i8<const N: usize, const AVX2: bool>(w: &[i8], x: &[u8]) -> i32 {
     let (w, x) = (&w[..N], &x[..N]);
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 && N % 16 == 0 {
+        use std::arch::x86_64::*;
+        // SAFETY: `AVX2` is set only inside `matmul_avx2`, which runs only where AVX2 is; the
+        // loads read 16 of the N bytes at offsets below N.
+        unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for i in (0..N).step_by(16) {
+                let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i).cast()));
+                let xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
+            }
+            let h = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256::<1>(acc),
+            );
+            let h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<1>(h));
+            return _mm_cvtsi128_si32(h);
+        }
+    }
     let mut acc = 0i32;
     for i in 0..N {
         acc += i32::from(w[i]) * i32::from(x[i] as i8);
@@ -168,6 +196,42 @@ fn dot_i8<const N: usize>(w: &[i8], x: &[u8]) -> i32 {
 /// `out[t][r - rows.start] = w[r] · x[t]` along `path` for the rows `rows`; `x` holds `n` Q8_K
 /// rows of `w.n_cols` values; `tmp` has room for `n` values.
 pub(crate) fn matmul(
+    path: Path,
+    w: &Matrix,
+    x: &[u8],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+    tmp: &mut [f32],
+) -> Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
+        // SAFETY: `best` is AVX2 only where the CPU has AVX2 and FMA.
+        return unsafe { matmul_avx2(path, w, x, n, rows, out, tmp) };
+    }
+    matmul_impl::<false>(path, w, x, n, rows, out, tmp)
+}
+
+/// [`matmul`] compiled for AVX2: the integer sums vectorized, the FMAs single instructions.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matmul_avx2(
+    path: Path,
+    w: &Matrix,
+    x: &[u8],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+    tmp: &mut [f32],
+) -> Result<()> {
+    matmul_impl::<true>(path, w, x, n, rows, out, tmp)
+}
+
+#[inline(always)]
+fn matmul_impl<const AVX2: bool>(
     path: Path,
     w: &Matrix,
     x: &[u8],
@@ -197,6 +261,7 @@ pub(crate) fn matmul(
     let mut blk = Block::new();
     let (mut ss, mut ms) = ([0i32; 16], [0i32; 8]);
     for r in 0..m {
+        super::ops::prefetch_rows(w, r0 + r + 1..r0 + r + 2);
         let wr = w.row(r0 + r);
         // Running sums per token: `out` (tiled: the result; repack: acc) and `tmp` (repack: accm).
         for t in 0..n {
@@ -208,7 +273,7 @@ pub(crate) fn matmul(
             for t in 0..n {
                 let a = &x[t * arow + b * Q8K_BYTES..][..Q8K_BYTES];
                 let d8 = f32::from_le_bytes([a[0], a[1], a[2], a[3]]);
-                let n_sub = blk.sub_sums(w.ty, a, &mut ss, &mut ms);
+                let n_sub = blk.sub_sums::<AVX2>(w.ty, a, &mut ss, &mut ms);
                 let o = &mut out[t * m + r];
                 match path {
                     Path::Tiled => {
@@ -266,6 +331,10 @@ mod tests {
             .collect()
     }
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     /// Every path equals the exact dot product of the dequantized operands up to f32 rounding,
     /// and agrees with the `vec_dot` kernel to the same precision: the integer decoding is right.
     #[test]
@@ -300,6 +369,19 @@ mod tests {
                 let mut out = vec![0f32; n * m];
                 let mut tmp = vec![0f32; n];
                 matmul(path, &w, &xb, n, 0..w.n_rows, &mut out, &mut tmp).unwrap();
+                // The SIMD build of the integer sums gives the scalar one's results exactly,
+                // over the whole matrix and over a row range.
+                let mut scalar = vec![0f32; n * m];
+                matmul_impl::<false>(path, &w, &xb, n, 0..m, &mut scalar, &mut tmp).unwrap();
+                assert_eq!(bits(&out), bits(&scalar), "{ty:?} {path:?}");
+                let mut part = vec![0f32; n * 8];
+                matmul(path, &w, &xb, n, 8..16, &mut part, &mut tmp).unwrap();
+                for t in 0..n {
+                    assert_eq!(
+                        bits(&part[t * 8..(t + 1) * 8]),
+                        bits(&out[t * m + 8..t * m + 16])
+                    );
+                }
                 for r in 0..m {
                     w.dequantize_row(r, &mut wd, &mut Vec::new()).unwrap();
                     for t in 0..n {

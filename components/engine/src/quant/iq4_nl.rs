@@ -261,7 +261,7 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockIQ4_NL], y: &[BlockQ8_0]) -> f32 {
         let nb = x.len().min(y.len());
         // SAFETY: the table is 16 bytes.
@@ -295,12 +295,12 @@ pub(crate) mod avx2 {
             let p_1 = _mm256_madd_epi16(p16_1, mone);
             let p_2 = _mm256_madd_epi16(p16_2, mone);
             accum1 = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_le(y0.d) * f16_le(x0.d)),
+                _mm256_set1_ps(h2f_first(y0) * h2f_first(x0)),
                 _mm256_cvtepi32_ps(p_1),
                 accum1,
             );
             accum2 = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_le(y1.d) * f16_le(x1.d)),
+                _mm256_set1_ps(h2f_first(y1) * h2f_first(x1)),
                 _mm256_cvtepi32_ps(p_2),
                 accum2,
             );

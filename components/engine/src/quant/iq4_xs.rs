@@ -145,7 +145,7 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockIQ4_XS], y: &[BlockQ8_K]) -> f32 {
         // SAFETY: the table is 16 bytes.
         let values128 = unsafe { load128(KVALUES_IQ4NL.as_ptr()) };
@@ -184,7 +184,7 @@ pub(crate) mod avx2 {
                 sumi2 = _mm256_add_epi32(p_2, sumi2);
             }
             accum = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_le(xb.d) * yb.d()),
+                _mm256_set1_ps(h2f(xb.d) * yb.d()),
                 _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)),
                 accum,
             );

@@ -505,6 +505,48 @@ simd_entry!(simd128, q6_k_simd128, BlockQ6_K, q6_k::simd128);
 simd_entry!(simd128, iq4_nl_simd128, BlockIQ4_NL, iq4_nl::simd128);
 simd_entry!(simd128, iq4_xs_simd128, BlockIQ4_XS, iq4_xs::simd128);
 
+/// Dot products of four weight rows with one activation row: `[w0·a, w1·a, w2·a, w3·a]`, each
+/// bit for bit the [`VecDotFn`] of the same type (the rows are only interleaved, for speed).
+pub type VecDot4Fn = fn(n: usize, w: [&[u8]; 4], a: &[u8]) -> [f32; 4];
+
+/// Defines a `VecDot4Fn` that calls `$path::vec_dot_x4` for block `$B` after checking lengths.
+macro_rules! simd_entry4 {
+    (avx2, $name:ident, $B:ty, $path:path) => {
+        #[cfg(target_arch = "x86_64")]
+        fn $name(n: usize, w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+            use $path as k;
+            let rows = w.map(|w| split_rows::<$B>(n, w, a));
+            match rows {
+                [Some((w0, a)), Some((w1, _)), Some((w2, _)), Some((w3, _))] => {
+                    // SAFETY: handed out by `vec_dot4_fn` only when AVX2 is the backend in use.
+                    unsafe { k::vec_dot_x4([w0, w1, w2, w3], a) }
+                }
+                _ => [f32::NAN; 4],
+            }
+        }
+    };
+}
+
+simd_entry4!(avx2, q4_0_avx2_x4, BlockQ4_0, q4_0::avx2);
+simd_entry4!(avx2, q4_1_avx2_x4, BlockQ4_1, q4_1::avx2);
+simd_entry4!(avx2, q8_0_avx2_x4, BlockQ8_0, q8_0::avx2);
+simd_entry4!(avx2, q5_0_avx2_x4, BlockQ5_0, q5_0::avx2);
+
+/// The four-row kernel for `ty` on the backend in use, where there is one.
+pub fn vec_dot4_fn(ty: GgmlType) -> Option<VecDot4Fn> {
+    match (Backend::best(), ty) {
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q4_0) => Some(q4_0_avx2_x4),
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q4_1) => Some(q4_1_avx2_x4),
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q8_0) => Some(q8_0_avx2_x4),
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q5_0) => Some(q5_0_avx2_x4),
+        _ => None,
+    }
+}
+
 /// The dot product kernel of `backend` for weights of type `ty`, or `None` if that backend
 /// cannot run here or has no kernel for `ty` (Q8_1 and Q8_K, whose dot products llama.cpp
 /// never uses, are scalar only).

@@ -206,14 +206,14 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ2_K], y: &[BlockQ8_K]) -> f32 {
         let m3 = _mm256_set1_epi8(3);
         let m4 = _mm_set1_epi8(0xF);
         let mut acc = _mm256_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
-            let d = yb.d() * f16_le(xb.d);
-            let dmin = -yb.d() * f16_le(xb.dmin);
+            let d = yb.d() * h2f(xb.d);
+            let dmin = -yb.d() * h2f(xb.dmin);
             // SAFETY: 16 bytes of `scales`, 32 bytes of `bsums`.
             let (mins_and_scales, bsums) =
                 unsafe { (load128(xb.scales.as_ptr()), load256(yb.bsums.as_ptr())) };

@@ -208,14 +208,14 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ3_K], y: &[BlockQ8_K]) -> f32 {
         let m3 = _mm256_set1_epi8(3);
         let mone = _mm256_set1_epi8(1);
         let m32 = _mm_set1_epi8(32);
         let mut acc = _mm256_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
-            let d = yb.d() * f16_le(xb.d);
+            let d = yb.d() * h2f(xb.d);
             let sc = unpack_scales_q3k(&xb.scales);
             // SAFETY: 16 bytes of `sc`, 32 of `hmask`.
             let (mut scales128, hbits) =

@@ -108,14 +108,19 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            let d0 = f16_le(xb.d);
-            let d1 = f16_le(yb.d);
-            summs = f16_le(xb.m).mul_add(f16_le(yb.s), summs);
+            // SAFETY: `d, m` and `d, s` are a block's first 4 bytes.
+            let ((d0, m0), (d1, s1)) = unsafe {
+                (
+                    h2f_pair((xb as *const BlockQ4_1).cast()),
+                    h2f_pair((yb as *const BlockQ8_1).cast()),
+                )
+            };
+            summs = m0.mul_add(s1, summs);
             let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1));
             let qx = bytes_from_nibbles_32(&xb.qs);
             // SAFETY: `qs` is 32 bytes.
@@ -124,6 +129,50 @@ pub(crate) mod avx2 {
             acc = _mm256_fmadd_ps(d0d1, xy, acc);
         }
         hsum_float_8(acc) + summs
+    }
+
+    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
+    /// and their order are [`vec_dot`]'s (so are the results, bit for bit), but the four
+    /// independent chains overlap and the four weight streams are read at once.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_x4(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut summs = [0.0f32; 4];
+        let nb = y
+            .len()
+            .min(x[0].len())
+            .min(x[1].len())
+            .min(x[2].len())
+            .min(x[3].len());
+        for i in 0..nb {
+            let yb = &y[i];
+            // SAFETY: `d, s` are the block's first 4 bytes.
+            let (d1, s1) = unsafe { h2f_pair((yb as *const BlockQ8_1).cast()) };
+            // SAFETY: `qs` is 32 bytes.
+            let qy = unsafe { load256(yb.qs.as_ptr()) };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                // Start loading the weights {PREFETCH_AHEAD} bytes ahead of this stream: the
+                // hardware prefetchers alone leave decoding well short of the memory bandwidth
+                // (measured on SmolLM2 at one thread: 41 -> 66 tok/s).
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (xb as *const BlockQ4_1)
+                        .cast::<i8>()
+                        .wrapping_add(PREFETCH_AHEAD),
+                );
+                // SAFETY: `d, m` are the block's first 4 bytes.
+                let (d0, m0) = unsafe { h2f_pair((xb as *const BlockQ4_1).cast()) };
+                summs[j] = m0.mul_add(s1, summs[j]);
+                let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1));
+                let qx = bytes_from_nibbles_32(&xb.qs);
+                let xy = mul_sum_us8_pairs_float(qx, qy);
+                acc[j] = _mm256_fmadd_ps(d0d1, xy, acc[j]);
+            }
+        }
+        [0, 1, 2, 3].map(|j| hsum_float_8(acc[j]) + summs[j])
     }
 }
 

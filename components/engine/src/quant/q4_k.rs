@@ -201,14 +201,14 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
         let m4 = _mm256_set1_epi8(0xF);
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
-            let d = yb.d() * f16_le(xb.d);
-            let dmin = -yb.d() * f16_le(xb.dmin);
+            let d = yb.d() * h2f(xb.d);
+            let dmin = -yb.d() * h2f(xb.dmin);
             let (sc, mn) = unpack_scales_mins_k4(&xb.scales);
             let mut utmp = [0u8; 16];
             utmp[..8].copy_from_slice(&sc);

@@ -115,11 +115,11 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(f16_le(xb.d) * f16_le(yb.d));
+            let d = _mm256_set1_ps(h2f_first(xb) * h2f_first(yb));
             let mut qx = bytes_from_nibbles_32(&xb.qs);
             let mut bxhi = bytes_from_bits_32(&xb.qh);
             // Where the fifth bit is clear the value is q - 16 < 0: set the high nibble to 0xF0.
@@ -131,6 +131,46 @@ pub(crate) mod avx2 {
             acc = _mm256_fmadd_ps(d, q, acc);
         }
         hsum_float_8(acc)
+    }
+
+    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
+    /// and their order are [`vec_dot`]'s (so are the results, bit for bit), but the four
+    /// independent chains overlap and the four weight streams are read at once.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_x4(x: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let nb = y
+            .len()
+            .min(x[0].len())
+            .min(x[1].len())
+            .min(x[2].len())
+            .min(x[3].len());
+        for i in 0..nb {
+            let yb = &y[i];
+            let dy = h2f_first(yb);
+            // SAFETY: `qs` is 32 bytes.
+            let qy = unsafe { load256(yb.qs.as_ptr()) };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                // See `PREFETCH_AHEAD`.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (xb as *const BlockQ5_0)
+                        .cast::<i8>()
+                        .wrapping_add(PREFETCH_AHEAD),
+                );
+                let d = _mm256_set1_ps(h2f_first(xb) * dy);
+                let mut qx = bytes_from_nibbles_32(&xb.qs);
+                let mut bxhi = bytes_from_bits_32(&xb.qh);
+                bxhi = _mm256_andnot_si256(bxhi, _mm256_set1_epi8(0xF0u8 as i8));
+                qx = _mm256_or_si256(qx, bxhi);
+                let q = mul_sum_i8_pairs_float(qx, qy);
+                acc[j] = _mm256_fmadd_ps(d, q, acc[j]);
+            }
+        }
+        [0, 1, 2, 3].map(|j| hsum_float_8(acc[j]))
     }
 }
 

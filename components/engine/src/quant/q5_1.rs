@@ -120,18 +120,25 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            let dx = _mm256_set1_ps(f16_le(xb.d));
-            summs = f16_le(xb.m).mul_add(f16_le(yb.s), summs);
+            // SAFETY: `d, m` and `d, s` are the blocks' first 4 bytes.
+            let ((d0, m0), (d1, s1)) = unsafe {
+                (
+                    h2f_pair((xb as *const BlockQ5_1).cast()),
+                    h2f_pair((yb as *const BlockQ8_1).cast()),
+                )
+            };
+            let dx = _mm256_set1_ps(d0);
+            summs = m0.mul_add(s1, summs);
             let mut qx = bytes_from_nibbles_32(&xb.qs);
             let mut bxhi = bytes_from_bits_32(&xb.qh);
             bxhi = _mm256_and_si256(bxhi, _mm256_set1_epi8(0x10));
             qx = _mm256_or_si256(qx, bxhi);
-            let dy = _mm256_set1_ps(f16_le(yb.d));
+            let dy = _mm256_set1_ps(d1);
             // SAFETY: `qs` is 32 bytes.
             let qy = unsafe { load256(yb.qs.as_ptr()) };
             let q = mul_sum_us8_pairs_float(qx, qy);

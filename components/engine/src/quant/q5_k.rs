@@ -230,7 +230,7 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ5_K], y: &[BlockQ8_K]) -> f32 {
         let m4 = _mm256_set1_epi8(0xF);
         let mzero = _mm_setzero_si128();
@@ -238,8 +238,8 @@ pub(crate) mod avx2 {
         let mut acc = _mm256_setzero_ps();
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            let d = yb.d() * f16_le(xb.d);
-            let dmin = -yb.d() * f16_le(xb.dmin);
+            let d = yb.d() * h2f(xb.d);
+            let dmin = -yb.d() * h2f(xb.dmin);
             let (sc, mn) = unpack_scales_mins_k4(&xb.scales);
             let mut utmp = [0u8; 16];
             utmp[..8].copy_from_slice(&sc);

@@ -181,13 +181,13 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
         let m3 = _mm256_set1_epi8(3);
         let m15 = _mm256_set1_epi8(15);
         let mut acc = _mm256_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
-            let d = yb.d() * f16_le(xb.d);
+            let d = yb.d() * h2f(xb.d);
             let (mut q4, mut qh, mut q8) = (xb.ql.as_ptr(), xb.qh.as_ptr(), yb.qs.as_ptr());
             // SAFETY: 32 bytes of `bsums`, 16 bytes of `scales`.
             let (q8sums, scales) =

@@ -132,7 +132,7 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn quantize_act(x: &[f32], y: &mut [BlockQ8_1]) {
         for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
             let Ok(x) = <&[f32; 32]>::try_from(x) else {

@@ -362,6 +362,36 @@ fn simd_matches_scalar_on_random_data() {
 }
 
 #[test]
+fn four_row_kernels_match_one_row_kernels() {
+    let mut rng = Rng(11);
+    let mut covered = 0;
+    for ty in GgmlType::ALL {
+        let Some(dot4) = vec_dot4_fn(ty) else {
+            continue;
+        };
+        covered += 1;
+        let n = 4096;
+        let dot = vec_dot_fn(ty);
+        let rows: Vec<Vec<u8>> = (0..4).map(|_| random_weights(ty, n, &mut rng)).collect();
+        let a = quantize(ty.vec_dot_type(), &rng.activations(n));
+        let got = dot4(n, [&rows[0], &rows[1], &rows[2], &rows[3]], &a);
+        for (j, row) in rows.iter().enumerate() {
+            assert_eq!(
+                got[j].to_bits(),
+                dot(n, row, &a).to_bits(),
+                "{} row {j}",
+                ty.name()
+            );
+        }
+        // Bad lengths: NaN, no panic.
+        assert!(dot4(n, [&rows[0], &rows[1], &rows[2], &rows[3][1..]], &a)[0].is_nan());
+    }
+    if Backend::best() == Backend::Avx2 {
+        assert!(covered >= 4, "the AVX2 four-row kernels are not offered");
+    }
+}
+
+#[test]
 fn best_backend_is_used() {
     let best = Backend::best();
     assert!(best.is_available());
