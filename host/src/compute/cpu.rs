@@ -1,5 +1,5 @@
 //! The host CPU backend: weight matrices read in place from the map of the model file, products
-//! computed by a persistent thread pool with the engine's native kernels (AVX2 where the CPU has
+//! computed by a persistent thread pool ([`super::pool`]) with the engine's native kernels (AVX2 where the CPU has
 //! it, chosen at run time; the scalar reference elsewhere, e.g. aarch64 until NEON lands).
 //!
 //! Each product quantizes the activations once (to the weight type's dot-product type, as
@@ -9,11 +9,13 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chord_engine::model::{Device, DeviceMatrix, Matrix, matmul_rows};
 use chord_engine::quant::{self, GgmlType};
 use chord_engine::{Error, Result};
-use rayon::prelude::*;
+
+use super::pool::Pool;
 
 /// Rows per chunk are a multiple of this (the repacked Q4_K kernel's row group).
 const ROW_ALIGN: usize = 8;
@@ -26,7 +28,7 @@ pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// A pool of threads that compute matrix products.
 pub struct CpuBackend {
-    pool: rayon::ThreadPool,
+    pool: Pool,
     threads: usize,
 }
 
@@ -44,10 +46,7 @@ impl CpuBackend {
         } else {
             threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("chord-cpu-{i}"))
-            .build()
+        let pool = Pool::new(threads)
             .map_err(|e| Error::Unsupported(format!("cannot start {threads} CPU threads: {e}")))?;
         Ok(Arc::new(CpuBackend { pool, threads }))
     }
@@ -125,16 +124,17 @@ pub struct CpuMatrix {
     backend: Arc<CpuBackend>,
 }
 
-/// Per-thread scratch: quantized activations (the calling thread) and K-quant accumulators.
+/// Per-thread scratch of a chunk: K-quant accumulators and the chunk's output.
 struct Scratch {
-    acts: Vec<u8>,
     tmp: Vec<f32>,
     out: Vec<f32>,
 }
 
 thread_local! {
+    /// The quantized activations of the product this thread asked for.
+    static ACTS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { acts: Vec::new(), tmp: Vec::new(), out: Vec::new() })
+        RefCell::new(Scratch { tmp: Vec::new(), out: Vec::new() })
     };
 }
 
@@ -183,55 +183,88 @@ impl CpuMatrix {
         let vt = self.w.ty.vec_dot_type();
         let arow = usize::try_from(vt.row_size(k as u64)?)
             .map_err(|_| Error::OutOfMemory("activations".into()))?;
-        SCRATCH.with_borrow_mut(|s| -> Result<()> {
-            grow(&mut s.acts, n * arow, "quantized activations")?;
+        ACTS.with_borrow_mut(|acts| -> Result<()> {
+            grow(acts, n * arow, "quantized activations")?;
             for t in 0..n {
                 quant::quantize_row(
                     vt,
                     &x[t * k..(t + 1) * k],
-                    &mut s.acts[t * arow..(t + 1) * arow],
+                    &mut acts[t * arow..(t + 1) * arow],
                 )?;
             }
-            let acts = &s.acts[..n * arow];
+            let acts = &acts[..n * arow];
             let threads = self.backend.threads;
             if threads == 1 || m < 2 * ROW_ALIGN {
-                grow(&mut s.tmp, n, "scratch")?;
-                return matmul_rows(&self.w, acts, n, 0..m, out, &mut s.tmp[..n]);
+                return chunk_product(&self.w, acts, n, 0..m, m, OutPtr(out.as_mut_ptr()));
             }
             let chunk = m
                 .div_ceil(threads * CHUNKS_PER_THREAD)
                 .next_multiple_of(ROW_ALIGN);
+            let n_chunks = m.div_ceil(chunk);
             let ptr = OutPtr(out.as_mut_ptr());
             let w = &self.w;
-            self.backend.pool.install(|| {
-                (0..m.div_ceil(chunk))
-                    .into_par_iter()
-                    .try_for_each(|c| -> Result<()> {
-                        let rows = c * chunk..((c + 1) * chunk).min(m);
-                        let len = rows.len();
-                        SCRATCH.with_borrow_mut(|ts| -> Result<()> {
-                            grow(&mut ts.tmp, n, "scratch")?;
-                            grow(&mut ts.out, n * len, "scratch")?;
-                            let r0 = rows.start;
-                            matmul_rows(w, acts, n, rows, &mut ts.out[..n * len], &mut ts.tmp)?;
-                            let p = ptr;
-                            for t in 0..n {
-                                // SAFETY: row `t`'s columns r0..r0+len of the n x m output
-                                // belong to this chunk alone, and lie inside `out`.
-                                unsafe {
-                                    std::ptr::copy_nonoverlapping(
-                                        ts.out.as_ptr().add(t * len),
-                                        p.0.add(t * m + r0),
-                                        len,
-                                    );
-                                }
-                            }
-                            Ok(())
-                        })
-                    })
-            })
+            // Every thread of the pool (this one too) takes the next chunk until none is left,
+            // which balances threads the OS slows down.
+            let next = AtomicUsize::new(0);
+            let failed = std::sync::Mutex::new(None);
+            let work = || {
+                loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    if c >= n_chunks {
+                        break;
+                    }
+                    let rows = c * chunk..((c + 1) * chunk).min(m);
+                    if let Err(e) = chunk_product(w, acts, n, rows, m, ptr) {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
+                }
+            };
+            let finished = self.backend.pool.run(&work);
+            match failed.into_inner() {
+                Ok(Some(e)) => Err(e),
+                Ok(None) if finished => Ok(()),
+                _ => Err(Error::InvalidArgument("a CPU thread panicked".into())),
+            }
         })
     }
+}
+
+/// Rows `rows` of `w` times the `n` activation rows `acts`, written into the `n x m` output at
+/// `out` through the thread's scratch.
+fn chunk_product(
+    w: &Matrix,
+    acts: &[u8],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    m: usize,
+    out: OutPtr,
+) -> Result<()> {
+    let len = rows.len();
+    let r0 = rows.start;
+    SCRATCH.with_borrow_mut(|ts| -> Result<()> {
+        grow(&mut ts.tmp, n, "scratch")?;
+        if n == 1 {
+            // SAFETY: columns r0..r0+len of the single output row belong to this chunk alone.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), len) };
+            return matmul_rows(w, acts, n, rows, dst, &mut ts.tmp);
+        }
+        grow(&mut ts.out, n * len, "scratch")?;
+        matmul_rows(w, acts, n, rows, &mut ts.out[..n * len], &mut ts.tmp)?;
+        for t in 0..n {
+            // SAFETY: row `t`'s columns r0..r0+len of the n x m output belong to this chunk
+            // alone, and lie inside it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    ts.out.as_ptr().add(t * len),
+                    out.0.add(t * m + r0),
+                    len,
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
 impl DeviceMatrix for CpuMatrix {

@@ -5,6 +5,7 @@
 //! place from the map of the blob it names, never through guest memory.
 
 pub mod cpu;
+pub mod pool;
 
 use std::sync::Arc;
 
