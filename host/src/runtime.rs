@@ -315,11 +315,17 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // `CHORD_PERFMAP=1`: write /tmp/perf-PID.map so `perf` can name the guest's functions
+        // (the compiled-code cache is skipped then: cached code has no map entries).
+        let perfmap = std::env::var_os("CHORD_PERFMAP").is_some();
+        if perfmap {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(wasmtime_error)?;
 
         let t = Instant::now();
         let (component, code, cache_file, cache_error) =
-            compile_or_load(&engine, ENGINE_WASM, opts.cache_dir.as_deref())?;
+            compile_or_load(&engine, ENGINE_WASM, opts.cache_dir.as_deref().filter(|_| !perfmap))?;
         let prepare = t.elapsed();
 
         let t = Instant::now();

@@ -60,8 +60,55 @@ fn a_model_over_4_gib_runs_in_a_512_mib_cache() {
     // The generator is deterministic: the same bytes llama.cpp was run on.
     assert_eq!(sha256(&model), fx["sha256"].as_str().unwrap());
 
+    let want: Vec<u64> = fx["greedy_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+
+    // The guest computes, holding at most the budget of weights: layers are streamed.
+    let (got, done) = generate(chord, &model, &fx, "guest");
+    assert_eq!(done["prompt_tokens"], 5);
+    assert_eq!(got, want, "greedy tokens differ from llama.cpp's");
+    assert_eq!(done["cache_budget_bytes"].as_u64(), Some(BUDGET));
+    let peak = done["guest_memory_peak_bytes"].as_u64().unwrap();
+    assert!(
+        peak <= BUDGET + OVERHEAD,
+        "guest memory peak {peak} is over the budget plus {} MiB",
+        OVERHEAD >> 20
+    );
+    // Layers beyond the budget were streamed: every forward pass read most of the file again.
+    let served = done["store_bytes_read"].as_u64().unwrap();
+    assert!(served > 4 * size, "only {served} bytes served");
+    assert!(done["prefetch_bytes_used"].as_u64().unwrap() > 0);
+
+    // The host's CPU backend computes: the weights stay in the host's map, the guest holds
+    // activations and the KV cache only.
+    let (got, done) = generate(chord, &model, &fx, "cpu");
+    assert_eq!(
+        got, want,
+        "greedy tokens (cpu backend) differ from llama.cpp's"
+    );
+    let peak = done["guest_memory_peak_bytes"].as_u64().unwrap();
+    assert!(
+        peak <= OVERHEAD,
+        "guest memory peak {peak} with the cpu backend"
+    );
+    let served = done["store_bytes_read"].as_u64().unwrap();
+    assert!(
+        served < size / 16,
+        "{served} bytes served to the guest with the cpu backend"
+    );
+}
+
+/// `chord --backend BACKEND run` of the fixture's prompt, 8 greedy tokens with a 512 MiB cache
+/// budget and `--stats`: the token ids and the summary line.
+fn generate(chord: &str, model: &Path, fx: &Value, backend: &str) -> (Vec<u64>, Value) {
     let out = Command::new(chord)
         .args([
+            "--backend",
+            backend,
             "run",
             "--model",
             model.to_str().unwrap(),
@@ -92,23 +139,5 @@ fn a_model_over_4_gib_runs_in_a_512_mib_cache() {
         .iter()
         .map(|l| l["id"].as_u64().unwrap())
         .collect();
-    let want: Vec<u64> = fx["greedy_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    assert_eq!(done["prompt_tokens"], 5);
-    assert_eq!(got, want, "greedy tokens differ from llama.cpp's");
-    assert_eq!(done["cache_budget_bytes"].as_u64(), Some(BUDGET));
-    let peak = done["guest_memory_peak_bytes"].as_u64().unwrap();
-    assert!(
-        peak <= BUDGET + OVERHEAD,
-        "guest memory peak {peak} is over the budget plus {} MiB",
-        OVERHEAD >> 20
-    );
-    // Layers beyond the budget were streamed: every forward pass read most of the file again.
-    let served = done["store_bytes_read"].as_u64().unwrap();
-    assert!(served > 4 * size, "only {served} bytes served");
-    assert!(done["prefetch_bytes_used"].as_u64().unwrap() > 0);
+    (got, done.clone())
 }

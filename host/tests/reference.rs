@@ -1,6 +1,7 @@
 //! Part B's acceptance, through the component: `chord logits`, `chord run` and `chord perplexity`
 //! against llama.cpp's outputs (tests/fixtures/reference, copied from the shared fixtures), on
-//! both real models, every dev case; and the component's logits against the native engine's.
+//! both real models, every dev case (teacher-forced on both backends, `cpu` and `guest`; greedy
+//! and perplexity on the default `cpu`); and the component's logits against the native engine's.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -69,10 +70,12 @@ fn top(v: &Value) -> Vec<(u32, f64)> {
         .collect()
 }
 
-/// `chord logits --json` over `tokens`.
-fn chord_logits(model: &str, tokens: &[u32], top_k: u32) -> Vec<Value> {
+/// `chord --backend BACKEND logits --json` over `tokens`.
+fn chord_logits(backend: &str, model: &str, tokens: &[u32], top_k: u32) -> Vec<Value> {
     let list: Vec<String> = tokens.iter().map(u32::to_string).collect();
     json_lines(&chord(&[
+        "--backend",
+        backend,
         "logits",
         "--model",
         model,
@@ -87,13 +90,13 @@ fn chord_logits(model: &str, tokens: &[u32], top_k: u32) -> Vec<Value> {
 /// Teacher-forced over `prompt_tokens + greedy_tokens`: top-1 equal wherever llama.cpp's margin
 /// is at least 0.5 and at 97% of all positions; the log-probability of llama.cpp's top-1 within
 /// 0.10 everywhere.
-fn teacher_forced(name: &str, file: &str) {
+fn teacher_forced(backend: &str, name: &str, file: &str) {
     let model = model(name);
     let (mut total, mut agree, mut worst) = (0usize, 0usize, 0f64);
     for case in cases(file) {
         let mut tokens = ids(&case["prompt_tokens"]);
         tokens.extend(ids(&case["greedy_tokens"]));
-        let rows = chord_logits(&model, &tokens, 8);
+        let rows = chord_logits(backend, &model, &tokens, 8);
         let want = case["positions"].as_array().unwrap();
         assert_eq!(rows.len(), want.len(), "{}", case["name"]);
         for (i, (got, want)) in rows.iter().zip(want).enumerate() {
@@ -131,7 +134,7 @@ fn teacher_forced(name: &str, file: &str) {
     }
     let rate = agree as f64 / total as f64;
     println!(
-        "{name}: top-1 {agree}/{total} ({:.1}%), max |d logprob| {worst:.4}",
+        "{name} ({backend}): top-1 {agree}/{total} ({:.1}%), max |d logprob| {worst:.4}",
         100.0 * rate
     );
     assert!(rate >= 0.97, "top-1 agreement {rate}");
@@ -139,12 +142,22 @@ fn teacher_forced(name: &str, file: &str) {
 
 #[test]
 fn smollm2_teacher_forced() {
-    teacher_forced(SMOLLM2, "smollm2_dev.json");
+    teacher_forced("cpu", SMOLLM2, "smollm2_dev.json");
 }
 
 #[test]
 fn gemma3_teacher_forced() {
-    teacher_forced(GEMMA3, "gemma3_dev.json");
+    teacher_forced("cpu", GEMMA3, "gemma3_dev.json");
+}
+
+#[test]
+fn smollm2_teacher_forced_guest() {
+    teacher_forced("guest", SMOLLM2, "smollm2_dev.json");
+}
+
+#[test]
+fn gemma3_teacher_forced_guest() {
+    teacher_forced("guest", GEMMA3, "gemma3_dev.json");
 }
 
 /// `chord run --temperature 0 -n 48 --json` reproduces llama.cpp's greedy tokens at least up to
@@ -277,7 +290,7 @@ fn smollm2_long_chat_generation_is_finite() {
         .iter()
         .map(|l| l["id"].as_u64().unwrap() as u32)
         .collect();
-    let rows = chord_logits(&model, &generated, 2);
+    let rows = chord_logits("cpu", &model, &generated, 2);
     assert_eq!(rows.len(), 512);
     for (i, r) in rows.iter().enumerate() {
         let lse = r["lse"].as_f64();
@@ -288,8 +301,9 @@ fn smollm2_long_chat_generation_is_finite() {
     }
 }
 
-/// The component's logits equal the native engine's within 1e-4 relative (the wasm kernels are
-/// simd128, the native ones AVX2 or scalar: the same arithmetic up to summation order).
+/// The component's logits, on either backend, equal the native engine's within 1e-4 relative
+/// (in fact exactly: the guest's simd128 kernels mirror the AVX2 ones lane for lane, and the cpu
+/// backend runs the AVX2 ones).
 #[test]
 fn component_logits_match_the_native_engine() {
     for (name, file) in [(SMOLLM2, "smollm2_dev.json"), (GEMMA3, "gemma3_dev.json")] {
@@ -307,21 +321,26 @@ fn component_logits_match_the_native_engine() {
             })
             .unwrap();
         let logits = s.eval(&tokens, LogitsMode::All).unwrap();
-        let rows = chord_logits(&path, &tokens, 8);
-        let mut worst = 0f64;
-        for (i, r) in rows.iter().enumerate() {
-            let row = logits.row(i);
-            let scale = row.iter().fold(1f64, |m, &x| m.max(f64::from(x).abs()));
-            let mut w = 0f64;
-            for (id, l) in top(&r["top"]) {
-                w = w.max((l - f64::from(row[id as usize])).abs() / scale);
+        for backend in ["cpu", "guest"] {
+            let rows = chord_logits(backend, &path, &tokens, 8);
+            assert_eq!(rows.len(), tokens.len(), "{name} {backend}");
+            let mut worst = 0f64;
+            for (i, r) in rows.iter().enumerate() {
+                let row = logits.row(i);
+                let scale = row.iter().fold(1f64, |m, &x| m.max(f64::from(x).abs()));
+                let mut w = 0f64;
+                for (id, l) in top(&r["top"]) {
+                    w = w.max((l - f64::from(row[id as usize])).abs() / scale);
+                }
+                if std::env::var_os("CHORD_DEBUG").is_some() {
+                    println!("pos {i}: {w:.2e}");
+                }
+                worst = worst.max(w);
             }
-            if std::env::var_os("CHORD_DEBUG").is_some() {
-                println!("pos {i}: {w:.2e}");
-            }
-            worst = worst.max(w);
+            println!(
+                "{name}: max relative logit difference, component ({backend}) vs native: {worst:.2e}"
+            );
+            assert!(worst <= 1e-4, "{name} {backend}: {worst}");
         }
-        println!("{name}: max relative logit difference, component vs native: {worst:.2e}");
-        assert!(worst <= 1e-4, "{name}: {worst}");
     }
 }

@@ -260,7 +260,10 @@ impl Model {
         let context_length = options
             .context_length
             .unwrap_or(hyperparameters.context_length);
+        let devices = wit_compute::devices();
         let cache_budget = match options.cache_budget_bytes {
+            // The matrices go to the device: the guest keeps no weights to budget.
+            _ if !devices.is_empty() => Some(0),
             Some(b) => Some(b),
             None => {
                 let total: u64 = gguf.tensors.iter().map(|t| t.size).sum();
@@ -280,7 +283,7 @@ impl Model {
             chat_template,
             source,
             weights: RefCell::new(None),
-            devices: wit_compute::devices(),
+            devices,
             context_length,
             cache_budget,
             options,

@@ -525,12 +525,30 @@ macro_rules! simd_entry4 {
             }
         }
     };
+    (simd128, $name:ident, $B:ty, $path:path) => {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        fn $name(n: usize, w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+            use $path as k;
+            let rows = w.map(|w| split_rows::<$B>(n, w, a));
+            match rows {
+                [Some((w0, a)), Some((w1, _)), Some((w2, _)), Some((w3, _))] => {
+                    k::vec_dot_x4([w0, w1, w2, w3], a)
+                }
+                _ => [f32::NAN; 4],
+            }
+        }
+    };
 }
 
 simd_entry4!(avx2, q4_0_avx2_x4, BlockQ4_0, q4_0::avx2);
 simd_entry4!(avx2, q4_1_avx2_x4, BlockQ4_1, q4_1::avx2);
 simd_entry4!(avx2, q8_0_avx2_x4, BlockQ8_0, q8_0::avx2);
 simd_entry4!(avx2, q5_0_avx2_x4, BlockQ5_0, q5_0::avx2);
+
+simd_entry4!(simd128, q4_0_simd128_x4, BlockQ4_0, q4_0::simd128);
+simd_entry4!(simd128, q4_1_simd128_x4, BlockQ4_1, q4_1::simd128);
+simd_entry4!(simd128, q5_0_simd128_x4, BlockQ5_0, q5_0::simd128);
+simd_entry4!(simd128, q8_0_simd128_x4, BlockQ8_0, q8_0::simd128);
 
 /// The four-row kernel for `ty` on the backend in use, where there is one.
 pub fn vec_dot4_fn(ty: GgmlType) -> Option<VecDot4Fn> {
@@ -543,6 +561,14 @@ pub fn vec_dot4_fn(ty: GgmlType) -> Option<VecDot4Fn> {
         (Backend::Avx2, GgmlType::Q8_0) => Some(q8_0_avx2_x4),
         #[cfg(target_arch = "x86_64")]
         (Backend::Avx2, GgmlType::Q5_0) => Some(q5_0_avx2_x4),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Backend::Simd128, GgmlType::Q4_0) => Some(q4_0_simd128_x4),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Backend::Simd128, GgmlType::Q4_1) => Some(q4_1_simd128_x4),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Backend::Simd128, GgmlType::Q5_0) => Some(q5_0_simd128_x4),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Backend::Simd128, GgmlType::Q8_0) => Some(q8_0_simd128_x4),
         _ => None,
     }
 }

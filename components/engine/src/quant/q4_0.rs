@@ -188,4 +188,33 @@ pub(crate) mod simd128 {
         }
         acc.hsum()
     }
+    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
+    /// and their order are [`vec_dot`]'s (so are the results, bit for bit); the four
+    /// independent chains of emulated FMAs overlap.
+    pub fn vec_dot_x4(x: [&[BlockQ4_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+        let m4 = i8x16_splat(0x0F);
+        let s8 = i8x16_splat(8);
+        let mut acc = [Acc8::zero(); 4];
+        let nb = y
+            .len()
+            .min(x[0].len())
+            .min(x[1].len())
+            .min(x[2].len())
+            .min(x[3].len());
+        for i in 0..nb {
+            let yb = &y[i];
+            // SAFETY: `qs` of the activation block is 32 bytes.
+            let (y0, y1) = unsafe { (load(yb.qs.as_ptr()), load(yb.qs.as_ptr().add(16))) };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                // SAFETY: `qs` of Q4_0 is 16 bytes.
+                let raw = unsafe { load(xb.qs.as_ptr()) };
+                let lo = i8x16_sub(v128_and(raw, m4), s8);
+                let hi = i8x16_sub(u8x16_shr(raw, 4), s8);
+                let d = f16_le(xb.d) * f16_le(yb.d);
+                acc[j].fmadd_i32::<false>(d, dot4_i8(lo, y0), dot4_i8(hi, y1));
+            }
+        }
+        [0, 1, 2, 3].map(|j| acc[j].hsum())
+    }
 }

@@ -203,4 +203,31 @@ pub(crate) mod simd128 {
         }
         acc.hsum() + summs
     }
+    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
+    /// and their order are [`vec_dot`]'s (so are the results, bit for bit); the four
+    /// independent chains of emulated FMAs overlap.
+    pub fn vec_dot_x4(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+        let mut acc = [Acc8::zero(); 4];
+        let mut summs = [0.0f32; 4];
+        let nb = y
+            .len()
+            .min(x[0].len())
+            .min(x[1].len())
+            .min(x[2].len())
+            .min(x[3].len());
+        for i in 0..nb {
+            let yb = &y[i];
+            // SAFETY: `qs` of the activation block is 32 bytes.
+            let (y0, y1) = unsafe { (load(yb.qs.as_ptr()), load(yb.qs.as_ptr().add(16))) };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                summs[j] = fma_f32(f16_le(xb.m), f16_le(yb.s), summs[j]);
+                // SAFETY: `qs` of Q4_1 is 16 bytes.
+                let raw = unsafe { load(xb.qs.as_ptr()) };
+                let (lo, hi) = dot4_nibbles(raw, y0, y1);
+                acc[j].fmadd_i32::<false>(f16_le(xb.d) * f16_le(yb.d), lo, hi);
+            }
+        }
+        [0, 1, 2, 3].map(|j| acc[j].hsum() + summs[j])
+    }
 }

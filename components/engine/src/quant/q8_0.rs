@@ -336,4 +336,29 @@ pub(crate) mod simd128 {
         }
         acc.hsum()
     }
+    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
+    /// and their order are [`vec_dot`]'s (so are the results, bit for bit); the four
+    /// independent chains of emulated FMAs overlap.
+    pub fn vec_dot_x4(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+        let mut acc = [Acc8::zero(); 4];
+        let nb = y
+            .len()
+            .min(x[0].len())
+            .min(x[1].len())
+            .min(x[2].len())
+            .min(x[3].len());
+        for i in 0..nb {
+            let yb = &y[i];
+            // SAFETY: `qs` of the activation block is 32 bytes.
+            let (y0, y1) = unsafe { (load(yb.qs.as_ptr()), load(yb.qs.as_ptr().add(16))) };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                // SAFETY: `qs` is 32 bytes.
+                let (x0, x1) = unsafe { (load(xb.qs.as_ptr()), load(xb.qs.as_ptr().add(16))) };
+                let d = f16_le(xb.d) * f16_le(yb.d);
+                acc[j].fmadd_i32::<false>(d, dot4_i8(x0, y0), dot4_i8(x1, y1));
+            }
+        }
+        [0, 1, 2, 3].map(|j| acc[j].hsum())
+    }
 }
