@@ -128,9 +128,10 @@ pub(crate) fn widen(f: v128) -> [v128; 2] {
 
 /// `a * b + c` rounded once to f32, lane-wise (`_mm256_fmadd_ps`), on `2N` lanes held as f64x2
 /// whose values are all f32 values. As in [`fma_f32`]: the f64 product is exact and the f64 sum
-/// rounds once; its conversion to f32 is a second rounding only where the sum is an f32 tie
-/// (rare: a fixed bit pattern in the low 29 bits), and such steps redo all lanes with
-/// [`fma_f32`]. `TINY` also sends sums below 2^-126 there (f32 subnormals have other ties);
+/// rounds once; its conversion to f32 is a second rounding only where the sum is an f32 tie (a
+/// fixed bit pattern in the low 29 bits: common with quantized data, e.g. 1 in 4 blocks), and
+/// such lanes are corrected with TwoSum, vectorized. `TINY` sends steps with sums below 2^-126
+/// to [`fma_f32`] lane by lane (f32 subnormals have other ties);
 /// kernels whose values are all multiples of 2^-48 (products of f16 scales and integers) leave
 /// it off.
 #[inline(always)]
@@ -144,23 +145,42 @@ pub(crate) fn fma_lanes<const N: usize, const TINY: bool>(
     for i in 0..N {
         s[i] = f64x2_add(f64x2_mul(a[i], b[i]), c[i]);
     }
-    let mut flag = i32x4_splat(0);
-    for i in (0..N).step_by(2) {
-        let (s0, s1) = (s[i], s[i + 1]);
-        let lo = i32x4_shuffle::<0, 2, 4, 6>(s0, s1);
-        let tie = i32x4_eq(
-            v128_and(lo, i32x4_splat(0x1fff_ffff)),
-            i32x4_splat(0x1000_0000),
-        );
-        flag = v128_or(flag, tie);
-        if TINY {
-            let hi = i32x4_shuffle::<1, 3, 5, 7>(s0, s1);
+    if TINY {
+        // f32-subnormal sums have other ties: those steps go the slow way.
+        let mut flag = i32x4_splat(0);
+        for i in (0..N).step_by(2) {
+            let hi = i32x4_shuffle::<1, 3, 5, 7>(s[i], s[i + 1]);
             let e = i32x4_sub(v128_and(hi, i32x4_splat(0x7fff_ffff)), i32x4_splat(1));
             flag = v128_or(flag, u32x4_lt(e, u32x4_splat((897 << 20) - 1)));
         }
+        if v128_any_true(flag) {
+            return fma_lanes_slow(a, b, c);
+        }
     }
-    if v128_any_true(flag) {
-        return fma_lanes_slow(a, b, c);
+    for i in 0..N {
+        // A lane whose f64 sum is an f32 tie (low 29 bits of the significand 1 then zeros, in
+        // the normal range) is moved one f64 step towards the exact sum, whose error TwoSum gives
+        // exactly (as `fma_tie` does, here on every lane at once, without a branch): no other
+        // f32 tie lies that close, so the conversion below then rounds once, correctly.
+        let tie = i64x2_eq(
+            v128_and(s[i], i64x2_splat(0x1fff_ffff)),
+            i64x2_splat(0x1000_0000),
+        );
+        if !v128_any_true(tie) {
+            continue;
+        }
+        let p = f64x2_mul(a[i], b[i]);
+        let bb = f64x2_sub(s[i], p);
+        let err = f64x2_add(
+            f64x2_sub(p, f64x2_sub(s[i], bb)),
+            f64x2_sub(c[i], bb),
+        );
+        let zero = f64x2_splat(0.0);
+        // Away from zero when the error has the sign of the sum.
+        let away = v128_not(v128_xor(f64x2_gt(err, zero), f64x2_gt(s[i], zero)));
+        let step = v128_bitselect(i64x2_splat(1), i64x2_splat(-1), away);
+        let step = v128_and(step, v128_and(tie, v128_not(f64x2_eq(err, zero))));
+        s[i] = i64x2_add(s[i], step);
     }
     for x in &mut s {
         *x = f64x2_promote_low_f32x4(f32x4_demote_f64x2_zero(*x));
