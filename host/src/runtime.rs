@@ -324,8 +324,11 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(wasmtime_error)?;
 
         let t = Instant::now();
-        let (component, code, cache_file, cache_error) =
-            compile_or_load(&engine, ENGINE_WASM, opts.cache_dir.as_deref().filter(|_| !perfmap))?;
+        let (component, code, cache_file, cache_error) = compile_or_load(
+            &engine,
+            ENGINE_WASM,
+            opts.cache_dir.as_deref().filter(|_| !perfmap),
+        )?;
         let prepare = t.elapsed();
 
         let t = Instant::now();

@@ -147,7 +147,6 @@ const DEFAULT_RESIDENT_MAX: u64 = 2 << 30;
 /// ... larger ones get a weight cache of this many bytes.
 const DEFAULT_CACHE_BUDGET: u64 = 1 << 30;
 
-/// A loaded model: its header, where its bytes are, and how it was loaded.
 // ---------------------------------------------------------------------------------------------
 // Matrix products on the host's compute device (the data plane of `chord:compute`).
 
@@ -218,6 +217,7 @@ impl crate::model::DeviceMatrix for ComputeMatrix {
     }
 }
 
+/// A loaded model: its header, where its bytes are, and how it was loaded.
 struct Model {
     gguf: Gguf,
     summary: ModelSummary,

@@ -214,10 +214,10 @@ impl CpuMatrix {
                         break;
                     }
                     let rows = c * chunk..((c + 1) * chunk).min(m);
-                    if let Err(e) = chunk_product(w, acts, n, rows, m, ptr) {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e);
-                        }
+                    if let Err(e) = chunk_product(w, acts, n, rows, m, ptr)
+                        && let Ok(mut f) = failed.lock()
+                    {
+                        f.get_or_insert(e);
                     }
                 }
             };

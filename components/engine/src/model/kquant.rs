@@ -166,7 +166,7 @@ impl Block {
 fn dot_i8<const N: usize, const AVX2: bool>(w: &[i8], x: &[u8]) -> i32 {
     let (w, x) = (&w[..N], &x[..N]);
     #[cfg(target_arch = "x86_64")]
-    if AVX2 && N % 16 == 0 {
+    if AVX2 && N.is_multiple_of(16) {
         use std::arch::x86_64::*;
         // SAFETY: `AVX2` is set only inside `matmul_avx2`, which runs only where AVX2 is; the
         // loads read 16 of the N bytes at offsets below N.

@@ -171,10 +171,7 @@ pub(crate) fn fma_lanes<const N: usize, const TINY: bool>(
         }
         let p = f64x2_mul(a[i], b[i]);
         let bb = f64x2_sub(s[i], p);
-        let err = f64x2_add(
-            f64x2_sub(p, f64x2_sub(s[i], bb)),
-            f64x2_sub(c[i], bb),
-        );
+        let err = f64x2_add(f64x2_sub(p, f64x2_sub(s[i], bb)), f64x2_sub(c[i], bb));
         let zero = f64x2_splat(0.0);
         // Away from zero when the error has the sign of the sum.
         let away = v128_not(v128_xor(f64x2_gt(err, zero), f64x2_gt(s[i], zero)));
