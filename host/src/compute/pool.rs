@@ -131,9 +131,12 @@ fn worker(s: &Shared) {
     loop {
         // Spin for the next job, then park.
         let start = Instant::now();
+        let mut spins = 0u32;
         let mut epoch = s.epoch.load(Ordering::Acquire);
         while epoch == seen {
-            if start.elapsed() > SPIN {
+            spins = spins.wrapping_add(1);
+            // The clock is read now and then only: reading it is dearer than a spin.
+            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let mut parked = s.parked.lock().unwrap_or_else(|e| e.into_inner());
                 *parked += 1;
                 while s.epoch.load(Ordering::Acquire) == seen {
