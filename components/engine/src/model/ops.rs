@@ -181,10 +181,24 @@ pub fn matmul_rows(
     let mut i0 = 0;
     if let Some(dot4) = quant::vec_dot4_fn(w.ty).filter(|_| fmat::dot_fn(w.ty, m, k, n).is_none()) {
         // Four rows at a time (the same results, see `VecDot4Fn`).
+        let dot4x2 = quant::vec_dot4x2_fn(w.ty).filter(|_| n >= 2);
         while rows.len() >= 4 {
             let r = rows.start;
             let ws = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
-            for t in 0..n {
+            let mut t = 0;
+            if let Some(dot4x2) = dot4x2 {
+                // Two tokens at a time: each weight block decoded once for both.
+                while t + 2 <= n {
+                    let at = |t: usize| &a[t * arow..(t + 1) * arow];
+                    let v = dot4x2(k, ws, [at(t), at(t + 1)]);
+                    for (u, vu) in v.iter().enumerate() {
+                        let o = (t + u) * ldo + i0;
+                        out[o..o + 4].copy_from_slice(vu);
+                    }
+                    t += 2;
+                }
+            }
+            for t in t..n {
                 let v = dot4(k, ws, &a[t * arow..(t + 1) * arow]);
                 out[t * ldo + i0..t * ldo + i0 + 4].copy_from_slice(&v);
             }

@@ -550,6 +550,50 @@ simd_entry4!(simd128, q4_1_simd128_x4, BlockQ4_1, q4_1::simd128);
 simd_entry4!(simd128, q5_0_simd128_x4, BlockQ5_0, q5_0::simd128);
 simd_entry4!(simd128, q8_0_simd128_x4, BlockQ8_0, q8_0::simd128);
 
+/// Dot products of four weight rows with two activation rows: `[t][j] = w[j]·a[t]`, each bit
+/// for bit the [`VecDotFn`] of the same type (prefill: every weight block is decoded once for
+/// both tokens).
+pub type VecDot4x2Fn = fn(n: usize, w: [&[u8]; 4], a: [&[u8]; 2]) -> [[f32; 4]; 2];
+
+/// Defines a `VecDot4x2Fn` that calls `$path::vec_dot_x4t2` for block `$B` after checking lengths.
+macro_rules! simd_entry4x2 {
+    ($name:ident, $B:ty, $path:path) => {
+        #[cfg(target_arch = "x86_64")]
+        fn $name(n: usize, w: [&[u8]; 4], a: [&[u8]; 2]) -> [[f32; 4]; 2] {
+            use $path as k;
+            let first = w.map(|w| split_rows::<$B>(n, w, a[0]));
+            let second = split_rows::<$B>(n, w[0], a[1]);
+            match (first, second) {
+                ([Some((w0, a0)), Some((w1, _)), Some((w2, _)), Some((w3, _))], Some((_, a1))) => {
+                    // SAFETY: handed out by `vec_dot4x2_fn` only when AVX2 is the backend in use.
+                    unsafe { k::vec_dot_x4t2([w0, w1, w2, w3], [a0, a1]) }
+                }
+                _ => [[f32::NAN; 4]; 2],
+            }
+        }
+    };
+}
+
+simd_entry4x2!(q4_0_avx2_x4t2, BlockQ4_0, q4_0::avx2);
+simd_entry4x2!(q4_1_avx2_x4t2, BlockQ4_1, q4_1::avx2);
+simd_entry4x2!(q5_0_avx2_x4t2, BlockQ5_0, q5_0::avx2);
+simd_entry4x2!(q8_0_avx2_x4t2, BlockQ8_0, q8_0::avx2);
+
+/// The four-row, two-token kernel for `ty` on the backend in use, where there is one.
+pub fn vec_dot4x2_fn(ty: GgmlType) -> Option<VecDot4x2Fn> {
+    match (Backend::best(), ty) {
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q4_0) => Some(q4_0_avx2_x4t2),
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q4_1) => Some(q4_1_avx2_x4t2),
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q5_0) => Some(q5_0_avx2_x4t2),
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, GgmlType::Q8_0) => Some(q8_0_avx2_x4t2),
+        _ => None,
+    }
+}
+
 /// The four-row kernel for `ty` on the backend in use, where there is one.
 pub fn vec_dot4_fn(ty: GgmlType) -> Option<VecDot4Fn> {
     match (Backend::best(), ty) {

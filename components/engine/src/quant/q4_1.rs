@@ -174,6 +174,55 @@ pub(crate) mod avx2 {
         }
         [0, 1, 2, 3].map(|j| hsum_float_8(acc[j]) + summs[j])
     }
+
+    /// [`vec_dot`] of four rows with two activation rows (prefill): each (row, token) result is
+    /// [`vec_dot`]'s bit for bit; every weight block is decoded once for both tokens.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_x4t2(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; 2]) -> [[f32; 4]; 2] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let mut summs = [[0.0f32; 4]; 2];
+        let nb = x
+            .iter()
+            .map(|r| r.len())
+            .chain(y.iter().map(|r| r.len()))
+            .min()
+            .unwrap_or(0);
+        for i in 0..nb {
+            let (ya, yb) = (&y[0][i], &y[1][i]);
+            // SAFETY: `d, s` are the blocks' first 4 bytes; `qs` is 32 bytes.
+            let ((da, sa), (db, sb), qya, qyb) = unsafe {
+                (
+                    h2f_pair((ya as *const BlockQ8_1).cast()),
+                    h2f_pair((yb as *const BlockQ8_1).cast()),
+                    load256(ya.qs.as_ptr()),
+                    load256(yb.qs.as_ptr()),
+                )
+            };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                // See `PREFETCH_AHEAD`.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (xb as *const BlockQ4_1)
+                        .cast::<i8>()
+                        .wrapping_add(PREFETCH_AHEAD),
+                );
+                // SAFETY: `d, m` are the block's first 4 bytes.
+                let (d0, m0) = unsafe { h2f_pair((xb as *const BlockQ4_1).cast()) };
+                let qx = bytes_from_nibbles_32(&xb.qs);
+                summs[0][j] = m0.mul_add(sa, summs[0][j]);
+                summs[1][j] = m0.mul_add(sb, summs[1][j]);
+                let d0v = _mm256_set1_ps(d0);
+                let xya = mul_sum_us8_pairs_float(qx, qya);
+                let xyb = mul_sum_us8_pairs_float(qx, qyb);
+                acc[0][j] = _mm256_fmadd_ps(_mm256_mul_ps(d0v, _mm256_set1_ps(da)), xya, acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(_mm256_mul_ps(d0v, _mm256_set1_ps(db)), xyb, acc[1][j]);
+            }
+        }
+        [0, 1].map(|t| [0, 1, 2, 3].map(|j| hsum_float_8(acc[t][j]) + summs[t][j]))
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

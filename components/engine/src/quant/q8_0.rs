@@ -249,6 +249,46 @@ pub(crate) mod avx2 {
         }
         [0, 1, 2, 3].map(|j| hsum_float_8(acc[j]))
     }
+
+    /// [`vec_dot`] of four rows with two activation rows (prefill): each (row, token) result is
+    /// [`vec_dot`]'s bit for bit; every weight block is decoded once for both tokens.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_x4t2(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let nb = x
+            .iter()
+            .map(|r| r.len())
+            .chain(y.iter().map(|r| r.len()))
+            .min()
+            .unwrap_or(0);
+        for i in 0..nb {
+            let (ya, yb) = (&y[0][i], &y[1][i]);
+            let (da, db) = (h2f_first(ya), h2f_first(yb));
+            // SAFETY: `qs` is 32 bytes.
+            let (qya, qyb) = unsafe { (load256(ya.qs.as_ptr()), load256(yb.qs.as_ptr())) };
+            for j in 0..4 {
+                let xb = &x[j][i];
+                // See `PREFETCH_AHEAD`.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (xb as *const BlockQ8_0)
+                        .cast::<i8>()
+                        .wrapping_add(PREFETCH_AHEAD),
+                );
+                let dx = h2f_first(xb);
+                #[allow(unused_unsafe)]
+                // SAFETY: `qs` is 32 bytes (Q8_0).
+                let qx = unsafe { load256(xb.qs.as_ptr()) };
+                let qa = mul_sum_i8_pairs_float(qx, qya);
+                let qb = mul_sum_i8_pairs_float(qx, qyb);
+                acc[0][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * da), qa, acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * db), qb, acc[1][j]);
+            }
+        }
+        [0, 1].map(|t| [0, 1, 2, 3].map(|j| hsum_float_8(acc[t][j])))
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

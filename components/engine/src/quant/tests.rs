@@ -385,6 +385,27 @@ fn four_row_kernels_match_one_row_kernels() {
         }
         // Bad lengths: NaN, no panic.
         assert!(dot4(n, [&rows[0], &rows[1], &rows[2], &rows[3][1..]], &a)[0].is_nan());
+        if let Some(dot4x2) = vec_dot4x2_fn(ty) {
+            let b = quantize(ty.vec_dot_type(), &rng.activations(n));
+            let got = dot4x2(n, [&rows[0], &rows[1], &rows[2], &rows[3]], [&a, &b]);
+            for (j, row) in rows.iter().enumerate() {
+                assert_eq!(
+                    got[0][j].to_bits(),
+                    dot(n, row, &a).to_bits(),
+                    "{} 4x2",
+                    ty.name()
+                );
+                assert_eq!(
+                    got[1][j].to_bits(),
+                    dot(n, row, &b).to_bits(),
+                    "{} 4x2",
+                    ty.name()
+                );
+            }
+            assert!(
+                dot4x2(n, [&rows[0], &rows[1], &rows[2], &rows[3]], [&a, &b[1..]])[1][0].is_nan()
+            );
+        }
     }
     if Backend::best() == Backend::Avx2 {
         assert!(covered >= 4, "the AVX2 four-row kernels are not offered");
