@@ -940,16 +940,7 @@ impl BenchTarget {
         let src: chord_engine::model::SharedSource = Arc::new(file);
         let gguf =
             chord_engine::gguf::Gguf::read(&*src).with_context(|| path.display().to_string())?;
-        let device = chord_host::compute::cpu::CpuBackend::new(threads)?.device(
-            if std::env::var_os("CHORD_COPY").is_some() {
-                let mut m = memmap2::MmapMut::map_anon(map.len())?;
-                let _ = m.advise(memmap2::Advice::HugePage);
-                m.copy_from_slice(&map);
-                Arc::new(m.make_read_only()?)
-            } else {
-                Arc::new(map)
-            },
-        );
+        let device = chord_host::compute::cpu::CpuBackend::new(threads)?.device(Arc::new(map));
         let model = Arc::new(
             Model::load_on(src, gguf, device).with_context(|| path.display().to_string())?,
         );

@@ -245,9 +245,11 @@ fn chunk_product(
     let r0 = rows.start;
     SCRATCH.with_borrow_mut(|ts| -> Result<()> {
         grow(&mut ts.tmp, n, "scratch")?;
-        if n == 1 {
-            // SAFETY: columns r0..r0+len of the single output row belong to this chunk alone.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), len) };
+        if n == 1 || len == m {
+            // One output row, or all columns: the chunk's output is contiguous, written in place.
+            // SAFETY: elements r0.. of the n x m output, n * len of them, belong to this chunk
+            // alone (n = 1: columns r0..r0+len; len = m: the whole output, r0 = 0).
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), n * len) };
             return matmul_rows(w, acts, n, rows, dst, &mut ts.tmp);
         }
         grow(&mut ts.out, n * len, "scratch")?;

@@ -176,10 +176,11 @@ pub fn matmul_rows(
         return kquant::matmul(path, w, a, n, rows, out, tmp);
     }
     // F32/F16 weights: llama.cpp's summation order for this batch size (see `fmat`).
-    let dot = fmat::dot_fn(w.ty, m, k, n).unwrap_or(w.dot);
+    let tiny = fmat::dot_fn(w.ty, m, k, n);
+    let dot = tiny.unwrap_or(w.dot);
     let mut rows = rows;
     let mut i0 = 0;
-    if let Some(dot4) = quant::vec_dot4_fn(w.ty).filter(|_| fmat::dot_fn(w.ty, m, k, n).is_none()) {
+    if let Some(dot4) = quant::vec_dot4_fn(w.ty).filter(|_| tiny.is_none()) {
         // Four rows at a time (the same results, see `VecDot4Fn`).
         let dot4x2 = quant::vec_dot4x2_fn(w.ty).filter(|_| n >= 2);
         while rows.len() >= 4 {

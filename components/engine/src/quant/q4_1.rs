@@ -131,59 +131,15 @@ pub(crate) mod avx2 {
         hsum_float_8(acc) + summs
     }
 
-    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
-    /// and their order are [`vec_dot`]'s (so are the results, bit for bit), but the four
-    /// independent chains overlap and the four weight streams are read at once.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
+    /// Four rows against `T` activation rows: each (row, token) result is [`vec_dot`]'s bit for
+    /// bit; the rows and tokens are only interleaved (independent FMA chains, four weight streams
+    /// read at once, each block decoded once for all tokens), with the weights prefetched
+    /// `PREFETCH_AHEAD` bytes ahead.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_x4(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut summs = [0.0f32; 4];
-        let nb = y
-            .len()
-            .min(x[0].len())
-            .min(x[1].len())
-            .min(x[2].len())
-            .min(x[3].len());
-        for i in 0..nb {
-            let yb = &y[i];
-            // SAFETY: `d, s` are the block's first 4 bytes.
-            let (d1, s1) = unsafe { h2f_pair((yb as *const BlockQ8_1).cast()) };
-            // SAFETY: `qs` is 32 bytes.
-            let qy = unsafe { load256(yb.qs.as_ptr()) };
-            for j in 0..4 {
-                let xb = &x[j][i];
-                // Start loading the weights {PREFETCH_AHEAD} bytes ahead of this stream: the
-                // hardware prefetchers alone leave decoding well short of the memory bandwidth
-                // (measured on SmolLM2 at one thread: 41 -> 66 tok/s).
-                _mm_prefetch::<_MM_HINT_T0>(
-                    (xb as *const BlockQ4_1)
-                        .cast::<i8>()
-                        .wrapping_add(PREFETCH_AHEAD),
-                );
-                // SAFETY: `d, m` are the block's first 4 bytes.
-                let (d0, m0) = unsafe { h2f_pair((xb as *const BlockQ4_1).cast()) };
-                summs[j] = m0.mul_add(s1, summs[j]);
-                let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1));
-                let qx = bytes_from_nibbles_32(&xb.qs);
-                let xy = mul_sum_us8_pairs_float(qx, qy);
-                acc[j] = _mm256_fmadd_ps(d0d1, xy, acc[j]);
-            }
-        }
-        [0, 1, 2, 3].map(|j| hsum_float_8(acc[j]) + summs[j])
-    }
-
-    /// [`vec_dot`] of four rows with two activation rows (prefill): each (row, token) result is
-    /// [`vec_dot`]'s bit for bit; every weight block is decoded once for both tokens.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_x4t2(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; 2]) -> [[f32; 4]; 2] {
-        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
-        let mut summs = [[0.0f32; 4]; 2];
+    fn rows<const T: usize>(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; T]) -> [[f32; 4]; T] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; T];
+        let mut summs = [[0.0f32; 4]; T];
         let nb = x
             .iter()
             .map(|r| r.len())
@@ -191,19 +147,17 @@ pub(crate) mod avx2 {
             .min()
             .unwrap_or(0);
         for i in 0..nb {
-            let (ya, yb) = (&y[0][i], &y[1][i]);
-            // SAFETY: `d, s` are the blocks' first 4 bytes; `qs` is 32 bytes.
-            let ((da, sa), (db, sb), qya, qyb) = unsafe {
-                (
-                    h2f_pair((ya as *const BlockQ8_1).cast()),
-                    h2f_pair((yb as *const BlockQ8_1).cast()),
-                    load256(ya.qs.as_ptr()),
-                    load256(yb.qs.as_ptr()),
-                )
-            };
+            let (mut d1, mut s1, mut qy) = ([0.0f32; T], [0.0f32; T], [_mm256_setzero_si256(); T]);
+            for t in 0..T {
+                let yb = &y[t][i];
+                // SAFETY: `d, s` are the block's first 4 bytes; `qs` is 32 bytes.
+                unsafe {
+                    (d1[t], s1[t]) = h2f_pair((yb as *const BlockQ8_1).cast());
+                    qy[t] = load256(yb.qs.as_ptr());
+                }
+            }
             for j in 0..4 {
                 let xb = &x[j][i];
-                // See `PREFETCH_AHEAD`.
                 _mm_prefetch::<_MM_HINT_T0>(
                     (xb as *const BlockQ4_1)
                         .cast::<i8>()
@@ -212,16 +166,39 @@ pub(crate) mod avx2 {
                 // SAFETY: `d, m` are the block's first 4 bytes.
                 let (d0, m0) = unsafe { h2f_pair((xb as *const BlockQ4_1).cast()) };
                 let qx = bytes_from_nibbles_32(&xb.qs);
-                summs[0][j] = m0.mul_add(sa, summs[0][j]);
-                summs[1][j] = m0.mul_add(sb, summs[1][j]);
-                let d0v = _mm256_set1_ps(d0);
-                let xya = mul_sum_us8_pairs_float(qx, qya);
-                let xyb = mul_sum_us8_pairs_float(qx, qyb);
-                acc[0][j] = _mm256_fmadd_ps(_mm256_mul_ps(d0v, _mm256_set1_ps(da)), xya, acc[0][j]);
-                acc[1][j] = _mm256_fmadd_ps(_mm256_mul_ps(d0v, _mm256_set1_ps(db)), xyb, acc[1][j]);
+                for t in 0..T {
+                    summs[t][j] = m0.mul_add(s1[t], summs[t][j]);
+                    let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1[t]));
+                    let xy = mul_sum_us8_pairs_float(qx, qy[t]);
+                    acc[t][j] = _mm256_fmadd_ps(d0d1, xy, acc[t][j]);
+                }
             }
         }
-        [0, 1].map(|t| [0, 1, 2, 3].map(|j| hsum_float_8(acc[t][j]) + summs[t][j]))
+        let mut out = [[0.0f32; 4]; T];
+        for t in 0..T {
+            for j in 0..4 {
+                out[t][j] = hsum_float_8(acc[t][j]) + summs[t][j];
+            }
+        }
+        out
+    }
+
+    /// Four rows, one activation row: [`vec_dot`] of each, bit for bit (see `rows`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_x4(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+        rows(x, [y])[0]
+    }
+
+    /// Four rows, two activation rows (prefill): [`vec_dot`] of each pair, bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_x4t2(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; 2]) -> [[f32; 4]; 2] {
+        rows(x, y)
     }
 }
 

@@ -133,91 +133,33 @@ pub(crate) mod avx2 {
         hsum_float_8(acc)
     }
 
-    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
-    /// and their order are [`vec_dot`]'s (so are the results, bit for bit), but the four
-    /// independent chains overlap and the four weight streams are read at once.
+    /// This block's 32 values as signed bytes, as [`vec_dot`] decodes them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn qx(xb: &BlockQ5_0) -> __m256i {
+        {
+            let bxhi =
+                _mm256_andnot_si256(bytes_from_bits_32(&xb.qh), _mm256_set1_epi8(0xF0u8 as i8));
+            _mm256_or_si256(bytes_from_nibbles_32(&xb.qs), bxhi)
+        }
+    }
+
+    /// Four rows, one activation row: [`vec_dot`] of each, bit for bit (see [`rows_q8_0`]).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_x4(x: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let nb = y
-            .len()
-            .min(x[0].len())
-            .min(x[1].len())
-            .min(x[2].len())
-            .min(x[3].len());
-        for i in 0..nb {
-            let yb = &y[i];
-            let dy = h2f_first(yb);
-            // SAFETY: `qs` is 32 bytes.
-            let qy = unsafe { load256(yb.qs.as_ptr()) };
-            for j in 0..4 {
-                let xb = &x[j][i];
-                // See `PREFETCH_AHEAD`.
-                _mm_prefetch::<_MM_HINT_T0>(
-                    (xb as *const BlockQ5_0)
-                        .cast::<i8>()
-                        .wrapping_add(PREFETCH_AHEAD),
-                );
-                let d = _mm256_set1_ps(h2f_first(xb) * dy);
-                let mut qx = bytes_from_nibbles_32(&xb.qs);
-                let mut bxhi = bytes_from_bits_32(&xb.qh);
-                bxhi = _mm256_andnot_si256(bxhi, _mm256_set1_epi8(0xF0u8 as i8));
-                qx = _mm256_or_si256(qx, bxhi);
-                let q = mul_sum_i8_pairs_float(qx, qy);
-                acc[j] = _mm256_fmadd_ps(d, q, acc[j]);
-            }
-        }
-        [0, 1, 2, 3].map(|j| hsum_float_8(acc[j]))
+        rows_q8_0(x, [y], |xb| qx(xb))[0]
     }
 
-    /// [`vec_dot`] of four rows with two activation rows (prefill): each (row, token) result is
-    /// [`vec_dot`]'s bit for bit; every weight block is decoded once for both tokens.
+    /// Four rows, two activation rows (prefill): [`vec_dot`] of each pair, bit for bit.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_x4t2(x: [&[BlockQ5_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
-        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
-        let nb = x
-            .iter()
-            .map(|r| r.len())
-            .chain(y.iter().map(|r| r.len()))
-            .min()
-            .unwrap_or(0);
-        for i in 0..nb {
-            let (ya, yb) = (&y[0][i], &y[1][i]);
-            let (da, db) = (h2f_first(ya), h2f_first(yb));
-            // SAFETY: `qs` is 32 bytes.
-            let (qya, qyb) = unsafe { (load256(ya.qs.as_ptr()), load256(yb.qs.as_ptr())) };
-            for j in 0..4 {
-                let xb = &x[j][i];
-                // See `PREFETCH_AHEAD`.
-                _mm_prefetch::<_MM_HINT_T0>(
-                    (xb as *const BlockQ5_0)
-                        .cast::<i8>()
-                        .wrapping_add(PREFETCH_AHEAD),
-                );
-                let dx = h2f_first(xb);
-                #[allow(unused_unsafe)]
-                // SAFETY: `qs` is 32 bytes (Q8_0).
-                let qx = {
-                    let qx = bytes_from_nibbles_32(&xb.qs);
-                    let bxhi = _mm256_andnot_si256(
-                        bytes_from_bits_32(&xb.qh),
-                        _mm256_set1_epi8(0xF0u8 as i8),
-                    );
-                    _mm256_or_si256(qx, bxhi)
-                };
-                let qa = mul_sum_i8_pairs_float(qx, qya);
-                let qb = mul_sum_i8_pairs_float(qx, qyb);
-                acc[0][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * da), qa, acc[0][j]);
-                acc[1][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * db), qb, acc[1][j]);
-            }
-        }
-        [0, 1].map(|t| [0, 1, 2, 3].map(|j| hsum_float_8(acc[t][j])))
+        rows_q8_0(x, y, |xb| qx(xb))
     }
 }
 
@@ -253,36 +195,24 @@ pub(crate) mod simd128 {
         }
         acc.hsum()
     }
-    /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
-    /// and their order are [`vec_dot`]'s (so are the results, bit for bit); the four
-    /// independent chains of emulated FMAs overlap.
+    /// [`vec_dot`] of four rows with the same activations, bit for bit (see `rows_q8_0`).
     pub fn vec_dot_x4(x: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        let m4 = i8x16_splat(0x0F);
-        let hi_nib = i8x16_splat(0xF0u8 as i8);
-        let mut acc = [Acc8::zero(); 4];
-        let nb = y
-            .len()
-            .min(x[0].len())
-            .min(x[1].len())
-            .min(x[2].len())
-            .min(x[3].len());
-        for i in 0..nb {
-            let yb = &y[i];
-            // SAFETY: `qs` of the activation block is 32 bytes.
-            let (y0, y1) = unsafe { (load(yb.qs.as_ptr()), load(yb.qs.as_ptr().add(16))) };
-            for j in 0..4 {
-                let xb = &x[j][i];
+        let (m4, hi_nib) = (i8x16_splat(0x0F), i8x16_splat(0xF0u8 as i8));
+        rows_q8_0(
+            x,
+            y,
+            |xb| f16_le(xb.d),
+            |xb| {
                 let qh = u32::from_le_bytes(xb.qh);
                 let h0 = v128_andnot(hi_nib, bits_to_bytes16(qh as u16));
                 let h1 = v128_andnot(hi_nib, bits_to_bytes16((qh >> 16) as u16));
                 // SAFETY: `qs` of Q5_0 is 16 bytes.
                 let raw = unsafe { load(xb.qs.as_ptr()) };
-                let lo = v128_or(v128_and(raw, m4), h0);
-                let hi = v128_or(u8x16_shr(raw, 4), h1);
-                let d = f16_le(xb.d) * f16_le(yb.d);
-                acc[j].fmadd_i32::<false>(d, dot4_i8(lo, y0), dot4_i8(hi, y1));
-            }
-        }
-        [0, 1, 2, 3].map(|j| acc[j].hsum())
+                (
+                    v128_or(v128_and(raw, m4), h0),
+                    v128_or(u8x16_shr(raw, 4), h1),
+                )
+            },
+        )
     }
 }

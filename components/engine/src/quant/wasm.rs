@@ -292,3 +292,31 @@ impl Acc4 {
         lanes_of(self.0)
     }
 }
+
+/// Four weight rows against one Q8_0 activation row, for the block types whose dot product with
+/// Q8_0 is `d_x·d_y · Σ qx·qy` per block (the simd128 twins of `ggml_vec_dot_q{4_0,5_0,8_0}_q8_0`):
+/// `d` reads the block's scale, `qx` decodes its 32 values to signed bytes (values 0..16, 16..32).
+/// Each row's result is the one-row kernel's bit for bit; the rows are only interleaved, so the
+/// four chains of emulated FMAs overlap.
+#[inline(always)]
+pub(crate) fn rows_q8_0<B>(
+    x: [&[B]; 4],
+    y: &[super::q8_0::BlockQ8_0],
+    d: impl Fn(&B) -> f32,
+    qx: impl Fn(&B) -> (v128, v128),
+) -> [f32; 4] {
+    let mut acc = [Acc8::zero(); 4];
+    let nb = x.iter().map(|r| r.len()).min().unwrap_or(0).min(y.len());
+    for i in 0..nb {
+        let yb = &y[i];
+        // SAFETY: `qs` of Q8_0 is 32 bytes.
+        let (y0, y1) = unsafe { (load(yb.qs.as_ptr()), load(yb.qs.as_ptr().add(16))) };
+        let dy = super::util::f16_le(yb.d);
+        for j in 0..4 {
+            let xb = &x[j][i];
+            let (lo, hi) = qx(xb);
+            acc[j].fmadd_i32::<false>(d(xb) * dy, dot4_i8(lo, y0), dot4_i8(hi, y1));
+        }
+    }
+    [0, 1, 2, 3].map(|j| acc[j].hsum())
+}

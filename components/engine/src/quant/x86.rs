@@ -3,6 +3,8 @@
 
 use core::arch::x86_64::*;
 
+use super::q8_0::BlockQ8_0;
+
 /// Unaligned 32-byte load.
 ///
 /// # Safety
@@ -195,4 +197,46 @@ pub(crate) fn get_scale_shuffle(i: usize) -> __m128i {
         i64::from_ne_bytes([(2 * i + 1) as u8; 8]),
         i64::from_ne_bytes([(2 * i) as u8; 8]),
     )
+}
+
+/// Four weight rows against `T` Q8_0 activation rows, for the block types whose dot product with
+/// Q8_0 is ggml's `d_x·d_y · Σ qx·qy` per block (`ggml_vec_dot_q{4_0,5_0,8_0}_q8_0`, AVX2
+/// branch): `d` is the block's first field and `qx` decodes its 32 values to signed bytes. Each
+/// (row, token) result is the one-row kernel's bit for bit: the rows and tokens are only
+/// interleaved (independent FMA chains, four weight streams read at once, each block decoded once
+/// for all `T` tokens), and the weights are prefetched [`PREFETCH_AHEAD`] bytes ahead.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn rows_q8_0<B, const T: usize>(
+    x: [&[B]; 4],
+    y: [&[BlockQ8_0]; T],
+    qx: impl Fn(&B) -> __m256i,
+) -> [[f32; 4]; T] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; T];
+    let nb = x
+        .iter()
+        .map(|r| r.len())
+        .chain(y.iter().map(|r| r.len()))
+        .min()
+        .unwrap_or(0);
+    for i in 0..nb {
+        let mut dy = [0.0f32; T];
+        let mut qy = [_mm256_setzero_si256(); T];
+        for t in 0..T {
+            dy[t] = h2f_first(&y[t][i]);
+            // SAFETY: `qs` is 32 bytes.
+            qy[t] = unsafe { load256(y[t][i].qs.as_ptr()) };
+        }
+        for j in 0..4 {
+            let xb = &x[j][i];
+            _mm_prefetch::<_MM_HINT_T0>((xb as *const B).cast::<i8>().wrapping_add(PREFETCH_AHEAD));
+            let dx = h2f_first(xb);
+            let q = qx(xb);
+            for t in 0..T {
+                let p = mul_sum_i8_pairs_float(q, qy[t]);
+                acc[t][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t]), p, acc[t][j]);
+            }
+        }
+    }
+    acc.map(|a| [0, 1, 2, 3].map(|j| hsum_float_8(a[j])))
 }
