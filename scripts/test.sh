@@ -32,6 +32,12 @@ target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 CARGO_TARGET_WASM32_WASIP2_RUNNER="$target_dir/release/wasi-run --dir $PWD --dir $CHORD_MODELS_DIR" \
     cargo test -p chord-engine --target wasm32-wasip2 --release
 
+echo "== test: engine on wasm32-wasip2, relaxed-simd build (chord's default guest)"
+# Its kernels must give the portable build's bits (fused madd, exact 7-bit dots): the same tests.
+CARGO_ENCODED_RUSTFLAGS="-Ctarget-feature=+simd128,+relaxed-simd" \
+CARGO_TARGET_WASM32_WASIP2_RUNNER="$target_dir/release/wasi-run --dir $PWD --dir $CHORD_MODELS_DIR" \
+    cargo test -p chord-engine --target wasm32-wasip2 --release --target-dir "$target_dir/relaxed-tests"
+
 if command -v wasmtime >/dev/null; then
     echo "== test: chord-standalone.wasm under \`wasmtime run\` ($(wasmtime --version))"
     models=$(dirname "$smollm2")

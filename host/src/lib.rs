@@ -10,6 +10,6 @@ pub mod synth;
 
 pub use error::{Error, Result};
 pub use runtime::{
-    FinishReason, GenerationHandle, LoadOptions, ModelHandle, PositionLogits, Runtime,
+    FinishReason, GenerationHandle, GuestSimd, LoadOptions, ModelHandle, PositionLogits, Runtime,
     RuntimeOptions, SamplerOptions, SessionHandle, SessionOptions, Token, Usage,
 };

@@ -13,7 +13,7 @@ use chord_host::pull::{self, Cache, DEFAULT_MODEL, KNOWN_MODELS};
 use chord_host::runtime::{MetadataValue, ModelInfo, install_ctrlc_handler};
 use chord_host::synth::{SynthSpec, write_synth};
 use chord_host::{
-    FinishReason, GenerationHandle, LoadOptions, ModelHandle, Runtime, RuntimeOptions,
+    FinishReason, GenerationHandle, GuestSimd, LoadOptions, ModelHandle, Runtime, RuntimeOptions,
     SamplerOptions, SessionHandle, SessionOptions,
 };
 
@@ -32,6 +32,11 @@ struct Cli {
     /// Threads of the cpu backend (0: one per core).
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// Which build of the engine component runs: `relaxed` (relaxed SIMD: fused multiply-adds in
+    /// the guest's kernels, the same results) or `portable` (simd128 only, the build browsers and
+    /// plain component hosts get).
+    #[arg(long, global = true, default_value = "relaxed", value_parser = ["relaxed", "portable"])]
+    guest_simd: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -342,6 +347,11 @@ fn main() -> ExitCode {
     let mem = HostOpts {
         memory: cli.max_guest_memory,
         cpu_threads: (cli.backend == "cpu").then_some(cli.threads),
+        guest_simd: if cli.guest_simd == "portable" {
+            GuestSimd::Portable
+        } else {
+            GuestSimd::Relaxed
+        },
     };
     let result = match cli.command {
         Command::Pull(args) => pull(args),
@@ -435,6 +445,8 @@ struct HostOpts {
     memory: u64,
     /// The cpu backend's threads (0: all cores); `None`: the guest computes.
     cpu_threads: Option<usize>,
+    /// Which build of the engine runs.
+    guest_simd: GuestSimd,
 }
 
 /// The engine component with one model loaded: what every model command starts from.
@@ -452,6 +464,7 @@ impl Engine {
         let mut rt = Runtime::new(RuntimeOptions {
             memory_limit: mem.memory,
             cpu_threads: mem.cpu_threads,
+            guest_simd: mem.guest_simd,
             ..RuntimeOptions::default()
         })?;
         install_ctrlc_handler(rt.interrupt_handle())?;

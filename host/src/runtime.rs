@@ -29,8 +29,35 @@ pub use crate::bindings::wit_llm::{
     Token, TokenLogit, Usage,
 };
 
-/// The engine component (`chord_engine.wasm`), built for wasm32-wasip2 by `host/build.rs`.
+/// The engine component (`chord_engine.wasm`), built for wasm32-wasip2 by `host/build.rs`: the
+/// portable build (simd128), the one adapters, jco and browsers get.
 pub static ENGINE_WASM: &[u8] = include_bytes!(env!("CHORD_ENGINE_WASM"));
+
+/// The same engine built with relaxed SIMD (`+relaxed-simd`): its kernels use
+/// `f32x4.relaxed_madd` where the portable build emulates a fused multiply-add exactly. The
+/// runtime sets `relaxed_simd_deterministic`, so the madd is always fused and both builds give the
+/// same bits (checked by the component tests).
+pub static ENGINE_RELAXED_WASM: &[u8] = include_bytes!(env!("CHORD_ENGINE_RELAXED_WASM"));
+
+/// Which build of the engine component to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestSimd {
+    /// [`ENGINE_RELAXED_WASM`] (the default: same results, faster guest kernels).
+    #[default]
+    Relaxed,
+    /// [`ENGINE_WASM`].
+    Portable,
+}
+
+impl GuestSimd {
+    /// The component's bytes.
+    pub fn wasm(self) -> &'static [u8] {
+        match self {
+            GuestSimd::Relaxed => ENGINE_RELAXED_WASM,
+            GuestSimd::Portable => ENGINE_WASM,
+        }
+    }
+}
 
 /// Target triple of this host binary: part of the compiled-code cache key.
 const HOST_TARGET: &str = env!("CHORD_HOST_TARGET");
@@ -51,6 +78,8 @@ pub struct RuntimeOptions {
     /// Where the model computes: `None`, the guest's own kernels on one thread (the host offers
     /// no compute device); `Some(t)`, the host CPU backend with `t` threads (0: one per core).
     pub cpu_threads: Option<usize>,
+    /// Which build of the engine runs.
+    pub guest_simd: GuestSimd,
 }
 
 impl Default for RuntimeOptions {
@@ -60,7 +89,33 @@ impl Default for RuntimeOptions {
             cache_dir: default_cache_dir(),
             max_read_len: DEFAULT_MAX_READ_LEN,
             cpu_threads: Some(0),
+            guest_simd: GuestSimd::default(),
         }
+    }
+}
+
+/// Relaxed SIMD on, its madd always fused, so that the relaxed build computes what the portable
+/// one does: Cranelift emits the FMA instruction where the CPU has one; elsewhere the
+/// deterministic mode makes it a (slow, exact) libcall. The engine's relaxed dot products take
+/// 7-bit operands, exact under every lowering.
+pub fn configure_relaxed_simd(config: &mut Config) {
+    config.wasm_relaxed_simd(true);
+    config.relaxed_simd_deterministic(!native_fma());
+}
+
+/// Whether this CPU has fused multiply-add instructions (Cranelift then fuses relaxed madd).
+fn native_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 
@@ -315,6 +370,7 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        configure_relaxed_simd(&mut config);
         // `CHORD_PERFMAP=1`: write /tmp/perf-PID.map so `perf` can name the guest's functions
         // (the compiled-code cache is skipped then: cached code has no map entries).
         let perfmap = std::env::var_os("CHORD_PERFMAP").is_some();
@@ -326,7 +382,7 @@ impl Runtime {
         let t = Instant::now();
         let (component, code, cache_file, cache_error) = compile_or_load(
             &engine,
-            ENGINE_WASM,
+            opts.guest_simd.wasm(),
             opts.cache_dir.as_deref().filter(|_| !perfmap),
         )?;
         let prepare = t.elapsed();

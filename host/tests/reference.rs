@@ -71,11 +71,18 @@ fn top(v: &Value) -> Vec<(u32, f64)> {
 }
 
 /// `chord --backend BACKEND logits --json` over `tokens`.
+/// `backend`: `cpu`, `guest` (the relaxed-simd build, `chord`'s default) or `guest-portable`.
 fn chord_logits(backend: &str, model: &str, tokens: &[u32], top_k: u32) -> Vec<Value> {
     let list: Vec<String> = tokens.iter().map(u32::to_string).collect();
+    let (backend, build) = match backend {
+        "guest-portable" => ("guest", "portable"),
+        b => (b, "relaxed"),
+    };
     json_lines(&chord(&[
         "--backend",
         backend,
+        "--guest-simd",
+        build,
         "logits",
         "--model",
         model,
@@ -301,9 +308,10 @@ fn smollm2_long_chat_generation_is_finite() {
     }
 }
 
-/// The component's logits, on either backend, equal the native engine's within 1e-4 relative
-/// (in fact exactly: the guest's simd128 kernels mirror the AVX2 ones lane for lane, and the cpu
-/// backend runs the AVX2 ones).
+/// The component's logits, on either backend and from either build of the guest, equal the
+/// native engine's within 1e-4 relative (in fact exactly: the guest's simd128 kernels mirror the
+/// AVX2 ones lane for lane, the relaxed build with fused multiply-adds where the portable one
+/// emulates them, and the cpu backend runs the AVX2 ones).
 #[test]
 fn component_logits_match_the_native_engine() {
     for (name, file) in [(SMOLLM2, "smollm2_dev.json"), (GEMMA3, "gemma3_dev.json")] {
@@ -321,7 +329,7 @@ fn component_logits_match_the_native_engine() {
             })
             .unwrap();
         let logits = s.eval(&tokens, LogitsMode::All).unwrap();
-        for backend in ["cpu", "guest"] {
+        for backend in ["cpu", "guest", "guest-portable"] {
             let rows = chord_logits(backend, &path, &tokens, 8);
             assert_eq!(rows.len(), tokens.len(), "{name} {backend}");
             let mut worst = 0f64;

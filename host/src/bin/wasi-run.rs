@@ -107,6 +107,8 @@ fn run() -> Result<ExitCode> {
 
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // As `chord` runs the relaxed-simd build of the engine (its tests check the same bits).
+    chord_host::runtime::configure_relaxed_simd(&mut config);
     let engine = Engine::new(&config)?;
     let component = Component::from_file(&engine, &wasm)
         .with_context(|| format!("loading {}", wasm.display()))?;

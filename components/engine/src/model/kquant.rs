@@ -186,6 +186,26 @@ fn dot_i8<const N: usize, const AVX2: bool>(w: &[i8], x: &[u8]) -> i32 {
             return _mm_cvtsi128_si32(h);
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if N.is_multiple_of(16) {
+        use crate::quant::wasm::{dot4_i8, dot4_u8i8, hsum_i32x4, load};
+        use core::arch::wasm32::*;
+        let mut acc = i32x4_splat(0);
+        for i in (0..N).step_by(16) {
+            // SAFETY: 16 of the N bytes at offset i < N of both slices.
+            let (wv, xv) = unsafe { (load(w.as_ptr().add(i)), load(x.as_ptr().add(i))) };
+            // |w| <= 32 (Q6_K: code - 32; Q4_K/Q5_K: 0..31): with relaxed SIMD, w's sign moves
+            // onto x (Q8_K quants are -127..=127) and the 7-bit dot is exact.
+            let p = if cfg!(target_feature = "relaxed-simd") {
+                let xs = v128_bitselect(i8x16_neg(xv), xv, i8x16_lt(wv, i8x16_splat(0)));
+                dot4_u8i8(i8x16_abs(wv), xs)
+            } else {
+                dot4_i8(wv, xv)
+            };
+            acc = i32x4_add(acc, p);
+        }
+        return hsum_i32x4(acc);
+    }
     let mut acc = 0i32;
     for i in 0..N {
         acc += i32::from(w[i]) * i32::from(x[i] as i8);

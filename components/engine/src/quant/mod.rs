@@ -33,7 +33,7 @@ mod q8_1;
 mod q8_k;
 pub(crate) mod util;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod wasm;
+pub(crate) mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -174,18 +174,15 @@ pub(crate) mod simd128 {
     }
     /// [`vec_dot`] of four rows with the same activations, bit for bit (see `rows_q8_0`).
     pub fn vec_dot_x4(x: [&[BlockQ4_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        let (m4, s8) = (i8x16_splat(0x0F), i8x16_splat(8));
-        rows_q8_0(
+        let m4 = i8x16_splat(0x0F);
+        rows_q8_0::<_, 8>(
             x,
             y,
-            |xb| f16_le(xb.d),
+            |xb| xb.d,
             |xb| {
                 // SAFETY: `qs` of Q4_0 is 16 bytes.
                 let raw = unsafe { load(xb.qs.as_ptr()) };
-                (
-                    i8x16_sub(v128_and(raw, m4), s8),
-                    i8x16_sub(u8x16_shr(raw, 4), s8),
-                )
+                (v128_and(raw, m4), u8x16_shr(raw, 4))
             },
         )
     }

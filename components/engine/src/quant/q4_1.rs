@@ -207,6 +207,7 @@ pub(crate) mod simd128 {
     use super::super::util::fma_f32;
     use super::super::wasm::*;
     use super::*;
+    use core::arch::wasm32::*;
 
     /// Bit-identical twin of the AVX2 `ggml_vec_dot_q4_1_q8_1` (ggml-cpu/arch/x86/quants.c; see
     /// `avx2::vec_dot`): eight lanes of four values, one fused multiply-add per block, the
@@ -230,11 +231,14 @@ pub(crate) mod simd128 {
         acc.hsum() + summs
     }
     /// [`vec_dot`] of four rows with the same activations, interleaved: each row's operations
-    /// and their order are [`vec_dot`]'s (so are the results, bit for bit); the four
-    /// independent chains of emulated FMAs overlap.
+    /// and their order are [`vec_dot`]'s (so are the results, bit for bit). The rows' scales are
+    /// converted four at once and their `m * s` terms summed in one vector; the four chains of
+    /// fused multiply-adds overlap.
     pub fn vec_dot_x4(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
         let mut acc = [Acc8::zero(); 4];
-        let mut summs = [0.0f32; 4];
+        // Lane j: row j's `summs`. Sums of products of halves are multiples of 2^-48, never
+        // f32-subnormal: no TINY steps.
+        let mut summs = Acc4::zero();
         let nb = y
             .len()
             .min(x[0].len())
@@ -245,15 +249,23 @@ pub(crate) mod simd128 {
             let yb = &y[i];
             // SAFETY: `qs` of the activation block is 32 bytes.
             let (y0, y1) = unsafe { (load(yb.qs.as_ptr()), load(yb.qs.as_ptr().add(16))) };
+            let m = f16x4_le([x[0][i].m, x[1][i].m, x[2][i].m, x[3][i].m]);
+            summs.fmadd_f32::<false>(m, f32x4_splat(f16_le(yb.s)));
+            let mut d = [0.0f32; 4];
+            let dv = f32x4_mul(
+                f16x4_le([x[0][i].d, x[1][i].d, x[2][i].d, x[3][i].d]),
+                f32x4_splat(f16_le(yb.d)),
+            );
+            // SAFETY: 16 bytes into [f32; 4].
+            unsafe { v128_store(d.as_mut_ptr().cast(), dv) };
             for j in 0..4 {
-                let xb = &x[j][i];
-                summs[j] = fma_f32(f16_le(xb.m), f16_le(yb.s), summs[j]);
                 // SAFETY: `qs` of Q4_1 is 16 bytes.
-                let raw = unsafe { load(xb.qs.as_ptr()) };
+                let raw = unsafe { load(x[j][i].qs.as_ptr()) };
                 let (lo, hi) = dot4_nibbles(raw, y0, y1);
-                acc[j].fmadd_i32::<false>(f16_le(xb.d) * f16_le(yb.d), lo, hi);
+                acc[j].fmadd_i32::<false>(d[j], lo, hi);
             }
         }
+        let summs = summs.lanes();
         [0, 1, 2, 3].map(|j| acc[j].hsum() + summs[j])
     }
 }

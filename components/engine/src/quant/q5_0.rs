@@ -197,15 +197,16 @@ pub(crate) mod simd128 {
     }
     /// [`vec_dot`] of four rows with the same activations, bit for bit (see `rows_q8_0`).
     pub fn vec_dot_x4(x: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        let (m4, hi_nib) = (i8x16_splat(0x0F), i8x16_splat(0xF0u8 as i8));
-        rows_q8_0(
+        let (m4, b4) = (i8x16_splat(0x0F), i8x16_splat(0x10));
+        rows_q8_0::<_, 16>(
             x,
             y,
-            |xb| f16_le(xb.d),
+            |xb| xb.d,
             |xb| {
+                // Values `nibble | fifth bit << 4`, 0..32.
                 let qh = u32::from_le_bytes(xb.qh);
-                let h0 = v128_andnot(hi_nib, bits_to_bytes16(qh as u16));
-                let h1 = v128_andnot(hi_nib, bits_to_bytes16((qh >> 16) as u16));
+                let h0 = v128_and(b4, bits_to_bytes16(qh as u16));
+                let h1 = v128_and(b4, bits_to_bytes16((qh >> 16) as u16));
                 // SAFETY: `qs` of Q5_0 is 16 bytes.
                 let raw = unsafe { load(xb.qs.as_ptr()) };
                 (

@@ -325,10 +325,10 @@ pub(crate) mod simd128 {
     }
     /// [`vec_dot`] of four rows with the same activations, bit for bit (see `rows_q8_0`).
     pub fn vec_dot_x4(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        rows_q8_0(
+        rows_q8_0::<_, 0>(
             x,
             y,
-            |xb| f16_le(xb.d),
+            |xb| xb.d,
             |xb| {
                 // SAFETY: `qs` is 32 bytes.
                 unsafe { (load(xb.qs.as_ptr()), load(xb.qs.as_ptr().add(16))) }

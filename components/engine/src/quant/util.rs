@@ -161,6 +161,7 @@ pub(crate) fn round_act(f: f32) -> i32 {
 /// converting that to f32 rounds a second time, which only goes wrong when the f64 sum lands
 /// exactly halfway between two f32 values ([`f32_tie`]): then the sign of the f64 rounding
 /// error, found exactly with Knuth's TwoSum, says which way the true result lies.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
 #[inline(always)]
 pub(crate) fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
     let (p, c) = (f64::from(a) * f64::from(b), f64::from(c));
@@ -175,7 +176,21 @@ pub(crate) fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
     fma_tie(p, c, s)
 }
 
+/// [`fma_f32`] in the relaxed-simd build: one `f32x4.relaxed_madd`, fused wherever the host
+/// fuses it (see `quant::wasm`).
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+#[inline(always)]
+pub(crate) fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+    use core::arch::wasm32::*;
+    f32x4_extract_lane::<0>(f32x4_relaxed_madd(
+        f32x4_splat(a),
+        f32x4_splat(b),
+        f32x4_splat(c),
+    ))
+}
+
 /// The slow path of [`fma_f32`]: `s = p + c` rounded to f64 may be an f32 tie.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
 #[cold]
 #[inline(never)]
 pub(crate) fn fma_tie(p: f64, c: f64, s: f64) -> f32 {
@@ -197,6 +212,7 @@ pub(crate) fn fma_tie(p: f64, c: f64, s: f64) -> f32 {
 
 /// Whether the finite `s` lies exactly halfway between two neighbouring f32 values (or at the
 /// threshold from which f32 rounds to infinity).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
 fn f32_tie(s: f64) -> bool {
     let r = s as f32;
     if !s.is_finite() || f64::from(r) == s {
