@@ -409,3 +409,91 @@ pub(crate) mod simd128 {
         }
     }
 }
+
+/// NEON ports of the `GGML_SIMD` branches of `ggml_vec_dot_f32/f16` (ggml-cpu/vec.cpp with
+/// simd-mappings.h's `__ARM_NEON` mappings): four 4-lane accumulators over steps of 16 values,
+/// `GGML_F32x4_REDUCE`, then the leftovers one by one. F16 takes the path for CPUs without FP16
+/// vector arithmetic (`GGML_F32Cx4`: widen to f32, then f32 FMAs). BF16 has no NEON branch in
+/// ggml without the BF16 extension; it stays scalar, as there.
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::h2f_x4;
+    use super::{BlockF16, BlockF32};
+    use core::arch::aarch64::*;
+
+    /// `GGML_F32x4_REDUCE` of four accumulators: pairwise halving, then `vaddvq_f32`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn reduce4(s: [float32x4_t; 4]) -> f32 {
+        let a = vaddq_f32(s[0], s[2]);
+        let b = vaddq_f32(s[1], s[3]);
+        vaddvq_f32(vaddq_f32(a, b))
+    }
+
+    pub mod f32 {
+        use super::*;
+
+        /// Port of `ggml_vec_dot_f32` (NEON path).
+        #[target_feature(enable = "neon")]
+        pub fn vec_dot(x: &[BlockF32], y: &[BlockF32]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !15;
+            let (xp, yp) = (x.as_ptr().cast::<u8>(), y.as_ptr().cast::<u8>());
+            let mut sum = [vdupq_n_f32(0.0); 4];
+            let mut i = 0;
+            while i < np {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: i + 4j + 4 <= np <= n values in both slices. Loaded as bytes: the
+                    // blocks have alignment 1.
+                    let (ax, ay) = unsafe {
+                        (
+                            vreinterpretq_f32_u8(vld1q_u8(xp.add(4 * (i + 4 * j)))),
+                            vreinterpretq_f32_u8(vld1q_u8(yp.add(4 * (i + 4 * j)))),
+                        )
+                    };
+                    *s = vfmaq_f32(*s, ax, ay);
+                }
+                i += 16;
+            }
+            let mut sumf = reduce4(sum);
+            for k in np..n {
+                sumf += x[k].get() * y[k].get();
+            }
+            sumf
+        }
+    }
+
+    pub mod f16 {
+        use super::*;
+
+        /// Port of `ggml_vec_dot_f16` (NEON path without FP16 vector arithmetic; the sum is
+        /// kept in f64 after the reduce).
+        #[target_feature(enable = "neon")]
+        pub fn vec_dot(x: &[BlockF16], y: &[BlockF16]) -> f32 {
+            let n = x.len().min(y.len());
+            let np = n & !15;
+            let (xp, yp) = (x.as_ptr().cast::<u8>(), y.as_ptr().cast::<u8>());
+            let mut sum = [vdupq_n_f32(0.0); 4];
+            let mut i = 0;
+            while i < np {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: 4 halves (8 bytes) at i + 4j < np are in bounds of both slices.
+                    // Loaded as bytes: the blocks have alignment 1.
+                    let (hx, hy) = unsafe {
+                        (
+                            vreinterpret_u16_u8(vld1_u8(xp.add(2 * (i + 4 * j)))),
+                            vreinterpret_u16_u8(vld1_u8(yp.add(2 * (i + 4 * j)))),
+                        )
+                    };
+                    *s = vfmaq_f32(*s, h2f_x4(hx), h2f_x4(hy));
+                }
+                i += 16;
+            }
+            let mut sumf = reduce4(sum) as f64;
+            for k in np..n {
+                sumf += (x[k].get() * y[k].get()) as f64;
+            }
+            sumf as f32
+        }
+    }
+}

@@ -357,3 +357,37 @@ pub(crate) mod simd128 {
         sumf
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_iq4_nl_q8_0` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockIQ4_NL], y: &[BlockQ8_0]) -> f32 {
+        let table = KVALUES_IQ4NL;
+        // SAFETY: the table is 16 bytes.
+        let values = unsafe { ld_s8(table.as_ptr()) };
+        let mut sumf = 0.0f32;
+        let mut done = 0;
+        for (xp, yp) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+            let prod = [0, 1].map(|k| {
+                let (l, h) = nibbles(&xp[k].qs);
+                let q = yp[k].qs.as_ptr();
+                // SAFETY: the Q8_0 quants are 32 bytes.
+                let (y0, y1) = unsafe { (ld_s8(q), ld_s8(q.add(16))) };
+                vaddvq_s32(dot2_i8(
+                    vqtbl1q_s8(values, l),
+                    y0,
+                    vqtbl1q_s8(values, h),
+                    y1,
+                )) as f32
+            });
+            sumf += h2f(xp[0].d) * h2f(yp[0].d) * prod[0] + h2f(xp[1].d) * h2f(yp[1].d) * prod[1];
+            done += 2;
+        }
+        sumf + scalar::vec_dot(&x[done..], &y[done..])
+    }
+}

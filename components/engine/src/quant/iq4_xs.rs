@@ -230,3 +230,51 @@ pub(crate) mod simd128 {
         acc.hsum()
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_iq4_xs_q8_K` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockIQ4_XS], y: &[BlockQ8_K]) -> f32 {
+        let table = KVALUES_IQ4NL;
+        // SAFETY: the table is 16 bytes.
+        let values = unsafe { ld_s8(table.as_ptr()) };
+        let m4b = vdupq_n_u8(0x0F);
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let (q4, q8) = (xb.qs.as_ptr(), yb.qs.as_ptr());
+            let mut h = u16::from_le_bytes(xb.scales_h) as i32;
+            let (mut sumi1, mut sumi2) = (0i32, 0i32);
+            for ib in 0..QK_K / 64 {
+                // SAFETY: 32 bytes at 32ib < 128 in `qs`; 64 bytes at 64ib < 256 in the Q8_K quants.
+                let (a0, a1, y) = unsafe {
+                    (
+                        ld_u8(q4.add(32 * ib)),
+                        ld_u8(q4.add(32 * ib + 16)),
+                        [0, 1, 2, 3].map(|k| ld_s8(q8.add(64 * ib + 16 * k))),
+                    )
+                };
+                let q = [
+                    vqtbl1q_s8(values, vandq_u8(a0, m4b)),
+                    vqtbl1q_s8(values, vshrq_n_u8::<4>(a0)),
+                    vqtbl1q_s8(values, vandq_u8(a1, m4b)),
+                    vqtbl1q_s8(values, vshrq_n_u8::<4>(a1)),
+                ];
+                let prod_1 = dot2_i8(q[0], y[0], q[1], y[1]);
+                let prod_2 = dot2_i8(q[2], y[2], q[3], y[3]);
+                let sl = xb.scales_l[ib] as i32;
+                let ls1 = ((sl & 0xF) | ((h << 4) & 0x30)) - 32;
+                let ls2 = ((sl >> 4) | ((h << 2) & 0x30)) - 32;
+                h >>= 4;
+                sumi1 += vaddvq_s32(prod_1) * ls1;
+                sumi2 += vaddvq_s32(prod_2) * ls2;
+            }
+            sumf += h2f(xb.d) * yb.d() * (sumi1 + sumi2) as f32;
+        }
+        sumf
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! Each type lives in its own file with one `#[repr(C)]` block struct, a scalar reference
 //! (`mod scalar`) and, side by side under the same names, SIMD kernels (`mod avx2` on x86_64,
-//! chosen at run time; `mod simd128` on wasm32 built with `+simd128`). The scalar code ports
-//! ggml's reference/generic functions; the SIMD code ports the x86 and wasm kernels of
-//! `ggml-cpu/arch/*/quants.c`. Each port names the llama.cpp function it follows.
+//! chosen at run time; `mod simd128` on wasm32 built with `+simd128`; `mod neon` on aarch64,
+//! where NEON is always there). The scalar code ports ggml's reference/generic functions; the
+//! SIMD code ports the x86 and ARM kernels of `ggml-cpu/arch/*/quants.c` (the wasm kernels
+//! follow the x86 ones bit for bit). Each port names the llama.cpp function it follows.
 //!
 //! Matrix-vector products follow llama.cpp: the activation row is first quantized to the
 //! weight type's [`GgmlType::vec_dot_type`] (Q8_0, Q8_1 or Q8_K) with [`quantize_row`], then
@@ -19,6 +20,8 @@ mod float;
 mod iq4_nl;
 mod iq4_xs;
 mod k_common;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod q2_k;
 mod q3_k;
 mod q4_0;
@@ -351,6 +354,8 @@ pub enum Backend {
     Avx2,
     /// wasm32 SIMD128, chosen at compile time (`-C target-feature=+simd128`).
     Simd128,
+    /// aarch64 NEON (baseline on aarch64, so always available there).
+    Neon,
 }
 
 impl Backend {
@@ -363,6 +368,9 @@ impl Backend {
         if Backend::Simd128.is_available() {
             v.push(Backend::Simd128);
         }
+        if Backend::Neon.is_available() {
+            v.push(Backend::Neon);
+        }
         v
     }
 
@@ -372,11 +380,12 @@ impl Backend {
             Backend::Scalar => true,
             Backend::Avx2 => avx2_available(),
             Backend::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            Backend::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 
     /// The fastest backend available here, unless `CHORD_BACKEND` (`scalar`, `avx2`,
-    /// `simd128`) names another available one: for comparing backends on a whole model.
+    /// `simd128`, `neon`) names another available one: for comparing backends on a whole model.
     pub fn best() -> Backend {
         static CHOSEN: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
@@ -385,6 +394,7 @@ impl Backend {
                 Ok("scalar") => Backend::Scalar,
                 Ok("avx2") if Backend::Avx2.is_available() => Backend::Avx2,
                 Ok("simd128") if Backend::Simd128.is_available() => Backend::Simd128,
+                Ok("neon") if Backend::Neon.is_available() => Backend::Neon,
                 _ => fastest,
             }
         })
@@ -395,6 +405,8 @@ impl Backend {
             Backend::Avx2
         } else if Backend::Simd128.is_available() {
             Backend::Simd128
+        } else if Backend::Neon.is_available() {
+            Backend::Neon
         } else {
             Backend::Scalar
         }
@@ -471,6 +483,18 @@ macro_rules! simd_entry {
             }
         }
     };
+    (neon, $name:ident, $B:ty, $path:path) => {
+        #[cfg(target_arch = "aarch64")]
+        fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            use $path as k;
+            match split_rows::<$B>(n, w, a) {
+                // SAFETY: NEON is part of the aarch64 baseline; the kernels only name it so
+                // that its intrinsics can be called.
+                Some((w, a)) => unsafe { k::vec_dot(w, a) },
+                None => f32::NAN,
+            }
+        }
+    };
 }
 
 simd_entry!(avx2, f32_avx2, BlockF32, float::avx2::f32);
@@ -504,6 +528,21 @@ simd_entry!(simd128, q5_k_simd128, BlockQ5_K, q5_k::simd128);
 simd_entry!(simd128, q6_k_simd128, BlockQ6_K, q6_k::simd128);
 simd_entry!(simd128, iq4_nl_simd128, BlockIQ4_NL, iq4_nl::simd128);
 simd_entry!(simd128, iq4_xs_simd128, BlockIQ4_XS, iq4_xs::simd128);
+
+simd_entry!(neon, f32_neon, BlockF32, float::neon::f32);
+simd_entry!(neon, f16_neon, BlockF16, float::neon::f16);
+simd_entry!(neon, q4_0_neon, BlockQ4_0, q4_0::neon);
+simd_entry!(neon, q4_1_neon, BlockQ4_1, q4_1::neon);
+simd_entry!(neon, q5_0_neon, BlockQ5_0, q5_0::neon);
+simd_entry!(neon, q5_1_neon, BlockQ5_1, q5_1::neon);
+simd_entry!(neon, q8_0_neon, BlockQ8_0, q8_0::neon);
+simd_entry!(neon, q2_k_neon, BlockQ2_K, q2_k::neon);
+simd_entry!(neon, q3_k_neon, BlockQ3_K, q3_k::neon);
+simd_entry!(neon, q4_k_neon, BlockQ4_K, q4_k::neon);
+simd_entry!(neon, q5_k_neon, BlockQ5_K, q5_k::neon);
+simd_entry!(neon, q6_k_neon, BlockQ6_K, q6_k::neon);
+simd_entry!(neon, iq4_nl_neon, BlockIQ4_NL, iq4_nl::neon);
+simd_entry!(neon, iq4_xs_neon, BlockIQ4_XS, iq4_xs::neon);
 
 /// Dot products of four weight rows with one activation row: `[w0·a, w1·a, w2·a, w3·a]`, each
 /// bit for bit the [`VecDotFn`] of the same type (the rows are only interleaved, for speed).
@@ -662,6 +701,26 @@ pub fn vec_dot_fn_for(ty: GgmlType, backend: Backend) -> Option<VecDotFn> {
             GgmlType::Q6_K => Some(q6_k_simd128),
             GgmlType::IQ4_NL => Some(iq4_nl_simd128),
             GgmlType::IQ4_XS => Some(iq4_xs_simd128),
+            GgmlType::Q8_1 | GgmlType::Q8_K => None,
+        },
+        #[cfg(target_arch = "aarch64")]
+        Backend::Neon => match ty {
+            GgmlType::F32 => Some(f32_neon),
+            GgmlType::F16 => Some(f16_neon),
+            // ggml has no NEON BF16 dot product without the BF16 extension: scalar, as there.
+            GgmlType::BF16 => Some(scalar_entry::<BlockBF16>),
+            GgmlType::Q4_0 => Some(q4_0_neon),
+            GgmlType::Q4_1 => Some(q4_1_neon),
+            GgmlType::Q5_0 => Some(q5_0_neon),
+            GgmlType::Q5_1 => Some(q5_1_neon),
+            GgmlType::Q8_0 => Some(q8_0_neon),
+            GgmlType::Q2_K => Some(q2_k_neon),
+            GgmlType::Q3_K => Some(q3_k_neon),
+            GgmlType::Q4_K => Some(q4_k_neon),
+            GgmlType::Q5_K => Some(q5_k_neon),
+            GgmlType::Q6_K => Some(q6_k_neon),
+            GgmlType::IQ4_NL => Some(iq4_nl_neon),
+            GgmlType::IQ4_XS => Some(iq4_xs_neon),
             GgmlType::Q8_1 | GgmlType::Q8_K => None,
         },
         #[allow(unreachable_patterns)]

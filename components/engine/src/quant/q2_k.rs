@@ -323,3 +323,64 @@ pub(crate) mod simd128 {
         acc.hsum()
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q2_K_q8_K` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ2_K], y: &[BlockQ8_K]) -> f32 {
+        let m3 = vdupq_n_u8(0x3);
+        let m4 = vdupq_n_u8(0xF);
+        let mut sum = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * h2f(xb.d);
+            let dmin = -yb.d() * h2f(xb.dmin);
+
+            // SAFETY: `scales` is 16 bytes, `bsums` 32.
+            let (mins_and_scales, s0, s1) = unsafe {
+                (
+                    ld_u8(xb.scales.as_ptr()),
+                    ld_s16(yb.bsums.as_ptr()),
+                    ld_s16(yb.bsums.as_ptr().add(16)),
+                )
+            };
+            let mut aux = [0u8; 16];
+            // SAFETY: `aux` is 16 bytes.
+            unsafe { vst1q_u8(aux.as_mut_ptr(), vandq_u8(mins_and_scales, m4)) };
+            let mins = vshrq_n_u8::<4>(mins_and_scales);
+            let m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins)));
+            let m1 = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(mins)));
+            sum += dmin * vaddvq_s32(vaddq_s32(madd_i16(m0, s0), madd_i16(m1, s1))) as f32;
+
+            let (q2, q8) = (xb.qs.as_ptr(), yb.qs.as_ptr());
+            let mut isum = 0i32;
+            for j in 0..QK_K / 128 {
+                // SAFETY: 32 bytes at 32j < 64 in `qs`.
+                let bits = unsafe { [ld_u8(q2.add(32 * j)), ld_u8(q2.add(32 * j + 16))] };
+                // Four 2-bit planes of 32 values each, with their 16-value groups' scales.
+                let planes = [
+                    bits.map(|b| vandq_u8(b, m3)),
+                    bits.map(|b| vandq_u8(vshrq_n_u8::<2>(b), m3)),
+                    bits.map(|b| vandq_u8(vshrq_n_u8::<4>(b), m3)),
+                    bits.map(|b| vandq_u8(vshrq_n_u8::<6>(b), m3)),
+                ];
+                for (p, q) in planes.iter().enumerate() {
+                    let o = 128 * j + 32 * p;
+                    // SAFETY: 32 bytes at o < 256 in the Q8_K quants.
+                    let (y0, y1) = unsafe { (ld_s8(q8.add(o)), ld_s8(q8.add(o + 16))) };
+                    let is = 8 * j + 2 * p;
+                    let z = vdupq_n_s32(0);
+                    isum += vaddvq_s32(dot_i8(z, vreinterpretq_s8_u8(q[0]), y0)) * aux[is] as i32;
+                    isum +=
+                        vaddvq_s32(dot_i8(z, vreinterpretq_s8_u8(q[1]), y1)) * aux[is + 1] as i32;
+                }
+            }
+            sum += d * isum as f32;
+        }
+        sum
+    }
+}

@@ -336,3 +336,68 @@ pub(crate) mod simd128 {
         acc.hsum()
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q3_K_q8_K` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ3_K], y: &[BlockQ8_K]) -> f32 {
+        let m3b = vdupq_n_u8(0x3);
+        let m0 = vdupq_n_u8(1);
+        let m1 = vdupq_n_u8(2);
+        let m2 = vdupq_n_u8(4);
+        let m3 = vdupq_n_u8(8);
+        let mut sum = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * h2f(xb.d);
+            let scale = unpack_scales_q3k(&xb.scales).map(|s| s.wrapping_sub(32) as i32);
+            let (q3, q8) = (xb.qs.as_ptr(), yb.qs.as_ptr());
+            // SAFETY: `hmask` is 32 bytes.
+            let mut qh = unsafe { [ld_u8(xb.hmask.as_ptr()), ld_u8(xb.hmask.as_ptr().add(16))] };
+            let mut isum = 0i32;
+            for j in 0..QK_K / 128 {
+                // SAFETY: 32 bytes at 32j < 64 in `qs`; 128 bytes at 128j < 256 in the Q8_K quants.
+                let (b, y) = unsafe {
+                    (
+                        [ld_u8(q3.add(32 * j)), ld_u8(q3.add(32 * j + 16))],
+                        [0, 1, 2, 3, 4, 5, 6, 7].map(|k| ld_s8(q8.add(128 * j + 16 * k))),
+                    )
+                };
+                // A clear high bit means "minus 4": `(m & !qh)` moved to the value 4.
+                let h = [
+                    vshlq_n_u8::<2>(vbicq_u8(m0, qh[0])),
+                    vshlq_n_u8::<2>(vbicq_u8(m0, qh[1])),
+                    vshlq_n_u8::<1>(vbicq_u8(m1, qh[0])),
+                    vshlq_n_u8::<1>(vbicq_u8(m1, qh[1])),
+                    vbicq_u8(m2, qh[0]),
+                    vbicq_u8(m2, qh[1]),
+                    vshrq_n_u8::<1>(vbicq_u8(m3, qh[0])),
+                    vshrq_n_u8::<1>(vbicq_u8(m3, qh[1])),
+                ];
+                let lo = [
+                    vandq_u8(b[0], m3b),
+                    vandq_u8(b[1], m3b),
+                    vandq_u8(vshrq_n_u8::<2>(b[0]), m3b),
+                    vandq_u8(vshrq_n_u8::<2>(b[1]), m3b),
+                    vandq_u8(vshrq_n_u8::<4>(b[0]), m3b),
+                    vandq_u8(vshrq_n_u8::<4>(b[1]), m3b),
+                    vandq_u8(vshrq_n_u8::<6>(b[0]), m3b),
+                    vandq_u8(vshrq_n_u8::<6>(b[1]), m3b),
+                ];
+                for k in 0..8 {
+                    let q = vsubq_s8(vreinterpretq_s8_u8(lo[k]), vreinterpretq_s8_u8(h[k]));
+                    isum += vaddvq_s32(dot_i8(vdupq_n_s32(0), q, y[k])) * scale[8 * j + k];
+                }
+                if j == 0 {
+                    qh = [vshrq_n_u8::<4>(qh[0]), vshrq_n_u8::<4>(qh[1])];
+                }
+            }
+            sum += d * isum as f32;
+        }
+        sum
+    }
+}

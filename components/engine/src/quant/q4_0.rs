@@ -187,3 +187,30 @@ pub(crate) mod simd128 {
         )
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q4_0_q8_0` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+        let s8b = vdupq_n_s8(8);
+        let (sumf, done) = q8_pairs(
+            x,
+            y,
+            |xb| {
+                let (l, h) = nibbles(&xb.qs);
+                (
+                    vsubq_s8(vreinterpretq_s8_u8(l), s8b),
+                    vsubq_s8(vreinterpretq_s8_u8(h), s8b),
+                )
+            },
+            |yb| &yb.qs,
+            |xb, yb| h2f(xb.d) * h2f(yb.d),
+        );
+        sumf + scalar::vec_dot(&x[done..], &y[done..])
+    }
+}

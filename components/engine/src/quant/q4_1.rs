@@ -269,3 +269,31 @@ pub(crate) mod simd128 {
         [0, 1, 2, 3].map(|j| acc[j].hsum() + summs[j])
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q4_1_q8_1` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+        // ggml adds the two blocks' `m * s` first, then into the running sum.
+        let mut summs = 0.0f32;
+        for (xp, yp) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+            summs += h2f(xp[0].m) * h2f(yp[0].s) + h2f(xp[1].m) * h2f(yp[1].s);
+        }
+        let (sumf, done) = q8_pairs(
+            x,
+            y,
+            |xb| {
+                let (l, h) = nibbles(&xb.qs);
+                (vreinterpretq_s8_u8(l), vreinterpretq_s8_u8(h))
+            },
+            |yb| &yb.qs,
+            |xb, yb| h2f(xb.d) * h2f(yb.d),
+        );
+        sumf + summs + scalar::vec_dot(&x[done..], &y[done..])
+    }
+}

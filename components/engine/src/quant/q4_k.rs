@@ -306,3 +306,62 @@ pub(crate) mod simd128 {
         acc.hsum() + ((m[0] + m[2]) + (m[1] + m[3]))
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q4_K_q8_K` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
+        let m4b = vdupq_n_u8(0xF);
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * h2f(xb.d);
+            let dmin = yb.d() * h2f(xb.dmin);
+            // SAFETY: `bsums` is 32 bytes.
+            let (b0, b1) =
+                unsafe { (ld_s16(yb.bsums.as_ptr()), ld_s16(yb.bsums.as_ptr().add(16))) };
+            // Sums of 32 quants, one per sub-block, against the 8 mins.
+            let q8sums = vpaddq_s16(b0, b1);
+            let (scales, mins) = unpack_scales_mins_k4(&xb.scales);
+            let mins = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(mins))));
+            sumf -= dmin * vaddvq_s32(madd_i16(q8sums, mins)) as f32;
+
+            let (q4, q8) = (xb.qs.as_ptr(), yb.qs.as_ptr());
+            let (mut sumi1, mut sumi2) = (0i32, 0i32);
+            for j in 0..QK_K / 64 {
+                // SAFETY: 32 bytes at 32j < 128 in `qs`; 64 bytes at 64j < 256 in the Q8_K quants.
+                let (a0, a1, y0, y1, y2, y3) = unsafe {
+                    (
+                        ld_u8(q4.add(32 * j)),
+                        ld_u8(q4.add(32 * j + 16)),
+                        ld_s8(q8.add(64 * j)),
+                        ld_s8(q8.add(64 * j + 16)),
+                        ld_s8(q8.add(64 * j + 32)),
+                        ld_s8(q8.add(64 * j + 48)),
+                    )
+                };
+                // Low nibbles: values 64j..64j+32 (scale 2j); high nibbles: the next 32.
+                let p1 = dot2_i8(
+                    vreinterpretq_s8_u8(vandq_u8(a0, m4b)),
+                    y0,
+                    vreinterpretq_s8_u8(vandq_u8(a1, m4b)),
+                    y1,
+                );
+                sumi1 += vaddvq_s32(p1) * scales[2 * j] as i32;
+                let p2 = dot2_i8(
+                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(a0)),
+                    y2,
+                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(a1)),
+                    y3,
+                );
+                sumi2 += vaddvq_s32(p2) * scales[2 * j + 1] as i32;
+            }
+            sumf += d * (sumi1 + sumi2) as f32;
+        }
+        sumf
+    }
+}

@@ -217,3 +217,31 @@ pub(crate) mod simd128 {
         )
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q5_0_q8_0` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+        let (sumf, done) = q8_pairs(
+            x,
+            y,
+            |xb| {
+                // Subtracting `(!bit) << 4` adds the fifth bit and removes the offset 16.
+                let (hl, hh) = q5_high_bits::<true>(xb.qh);
+                let (l, h) = nibbles(&xb.qs);
+                (
+                    vsubq_s8(vreinterpretq_s8_u8(l), hl),
+                    vsubq_s8(vreinterpretq_s8_u8(h), hh),
+                )
+            },
+            |yb| &yb.qs,
+            |xb, yb| h2f(xb.d) * h2f(yb.d),
+        );
+        sumf + scalar::vec_dot(&x[done..], &y[done..])
+    }
+}

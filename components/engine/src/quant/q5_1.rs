@@ -184,3 +184,36 @@ pub(crate) mod simd128 {
         acc.hsum() + summs
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q5_1_q8_1` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+        // ggml keeps the `m * s` terms of even and odd blocks in two sums.
+        let (mut summs0, mut summs1) = (0.0f32, 0.0f32);
+        for (xp, yp) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+            summs0 += h2f(xp[0].m) * h2f(yp[0].s);
+            summs1 += h2f(xp[1].m) * h2f(yp[1].s);
+        }
+        let (sumf, done) = q8_pairs(
+            x,
+            y,
+            |xb| {
+                let (hl, hh) = q5_high_bits::<false>(xb.qh);
+                let (l, h) = nibbles(&xb.qs);
+                (
+                    vorrq_s8(vreinterpretq_s8_u8(l), hl),
+                    vorrq_s8(vreinterpretq_s8_u8(h), hh),
+                )
+            },
+            |yb| &yb.qs,
+            |xb, yb| h2f(xb.d) * h2f(yb.d),
+        );
+        sumf + summs0 + summs1 + scalar::vec_dot(&x[done..], &y[done..])
+    }
+}

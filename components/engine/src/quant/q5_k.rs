@@ -380,3 +380,64 @@ pub(crate) mod simd128 {
         acc.hsum() + summs
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q5_K_q8_K` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ5_K], y: &[BlockQ8_K]) -> f32 {
+        let m4b = vdupq_n_u8(0xF);
+        let mone = vdupq_n_u8(1);
+        let mtwo = vdupq_n_u8(2);
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let d = yb.d() * h2f(xb.d);
+            let dmin = yb.d() * h2f(xb.dmin);
+            // SAFETY: `bsums` is 32 bytes.
+            let (b0, b1) =
+                unsafe { (ld_s16(yb.bsums.as_ptr()), ld_s16(yb.bsums.as_ptr().add(16))) };
+            let q8sums = vpaddq_s16(b0, b1);
+            let (scales, mins) = unpack_scales_mins_k4(&xb.scales);
+            let mins = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(mins))));
+            let sumi_mins = vaddvq_s32(madd_i16(q8sums, mins));
+
+            let (q5, q8) = (xb.qs.as_ptr(), yb.qs.as_ptr());
+            // SAFETY: `qh` is 32 bytes.
+            let mut qh = unsafe { [ld_u8(xb.qh.as_ptr()), ld_u8(xb.qh.as_ptr().add(16))] };
+            let mut sumi = 0i32;
+            for j in 0..QK_K / 64 {
+                // SAFETY: 32 bytes at 32j < 128 in `qs`; 64 bytes at 64j < 256 in the Q8_K quants.
+                let (a0, a1, y0, y1, y2, y3) = unsafe {
+                    (
+                        ld_u8(q5.add(32 * j)),
+                        ld_u8(q5.add(32 * j + 16)),
+                        ld_s8(q8.add(64 * j)),
+                        ld_s8(q8.add(64 * j + 16)),
+                        ld_s8(q8.add(64 * j + 32)),
+                        ld_s8(q8.add(64 * j + 48)),
+                    )
+                };
+                // Bit 2j of `qh` is the fifth bit of the low nibbles, bit 2j+1 of the high ones.
+                let h0 = vshlq_n_u8::<4>(vandq_u8(mone, qh[0]));
+                let h1 = vshlq_n_u8::<4>(vandq_u8(mone, qh[1]));
+                let h2 = vshlq_n_u8::<3>(vandq_u8(mtwo, qh[0]));
+                let h3 = vshlq_n_u8::<3>(vandq_u8(mtwo, qh[1]));
+                qh = [vshrq_n_u8::<2>(qh[0]), vshrq_n_u8::<2>(qh[1])];
+
+                let q0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(a0, m4b), h0));
+                let q1 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(a1, m4b), h1));
+                let q2 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(a0), h2));
+                let q3 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(a1), h3));
+
+                sumi += vaddvq_s32(dot2_i8(q0, y0, q1, y1)) * scales[2 * j] as i32;
+                sumi += vaddvq_s32(dot2_i8(q2, y2, q3, y3)) * scales[2 * j + 1] as i32;
+            }
+            sumf += d * sumi as f32 - dmin * sumi_mins as f32;
+        }
+        sumf
+    }
+}

@@ -336,3 +336,76 @@ pub(crate) mod simd128 {
         acc.hsum()
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// Port of `ggml_vec_dot_q6_K_q8_K` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch): the
+    /// quants are taken unsigned (0..64) and the offset 32 is removed once per super-block
+    /// through the Q8_K block sums.
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+        let m4b = vdupq_n_u8(0xF);
+        let mthree = vdupq_n_u8(3);
+        let mut sum = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let d_all = h2f(xb.d);
+            // SAFETY: `bsums` is 32 bytes, `scales` 16.
+            let (s0, s1, scales) = unsafe {
+                (
+                    ld_s16(yb.bsums.as_ptr()),
+                    ld_s16(yb.bsums.as_ptr().add(16)),
+                    ld_s8(xb.scales.as_ptr()),
+                )
+            };
+            let isum_mins = vaddvq_s32(vaddq_s32(
+                madd_i16(s0, vmovl_s8(vget_low_s8(scales))),
+                madd_i16(s1, vmovl_s8(vget_high_s8(scales))),
+            ));
+
+            let (ql, qh, q8) = (xb.ql.as_ptr(), xb.qh.as_ptr(), yb.qs.as_ptr());
+            let sc = &xb.scales;
+            let mut isum = 0i32;
+            for j in 0..QK_K / 128 {
+                // SAFETY: 32 bytes at 32j < 64 in `qh`, 64 at 64j < 128 in `ql`, 128 at
+                // 128j < 256 in the Q8_K quants.
+                let (h, l, y_lo, y_hi) = unsafe {
+                    let h = [ld_u8(qh.add(32 * j)), ld_u8(qh.add(32 * j + 16))];
+                    let l = [0, 1, 2, 3].map(|k| ld_u8(ql.add(64 * j + 16 * k)));
+                    let y_lo = [0, 1, 2, 3].map(|k| ld_s8(q8.add(128 * j + 16 * k)));
+                    let y_hi = [0, 1, 2, 3].map(|k| ld_s8(q8.add(128 * j + 64 + 16 * k)));
+                    (h, l, y_lo, y_hi)
+                };
+                // Values 128j..128j+64: low nibbles of `l` with bits 0-1 (then 2-3) of `h`.
+                let hi = [
+                    vshlq_n_u8::<4>(vandq_u8(mthree, h[0])),
+                    vshlq_n_u8::<4>(vandq_u8(mthree, h[1])),
+                    vshlq_n_u8::<4>(vandq_u8(mthree, vshrq_n_u8::<2>(h[0]))),
+                    vshlq_n_u8::<4>(vandq_u8(mthree, vshrq_n_u8::<2>(h[1]))),
+                ];
+                let s = &sc[8 * j..8 * j + 8];
+                for k in 0..4 {
+                    let q = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l[k], m4b), hi[k]));
+                    isum += vaddvq_s32(dot_i8(vdupq_n_s32(0), q, y_lo[k])) * s[k] as i32;
+                }
+                // Values 128j+64..128j+128: high nibbles with bits 4-5 (then 6-7).
+                let hi = [
+                    vshlq_n_u8::<4>(vandq_u8(mthree, vshrq_n_u8::<4>(h[0]))),
+                    vshlq_n_u8::<4>(vandq_u8(mthree, vshrq_n_u8::<4>(h[1]))),
+                    vshlq_n_u8::<4>(vandq_u8(mthree, vshrq_n_u8::<6>(h[0]))),
+                    vshlq_n_u8::<4>(vandq_u8(mthree, vshrq_n_u8::<6>(h[1]))),
+                ];
+                for k in 0..4 {
+                    let q = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(l[k]), hi[k]));
+                    isum += vaddvq_s32(dot_i8(vdupq_n_s32(0), q, y_hi[k])) * s[4 + k] as i32;
+                }
+            }
+            // Wrapping: only garbage block sums could overflow, and must not panic.
+            sum += d_all * yb.d() * isum.wrapping_sub(isum_mins.wrapping_mul(32)) as f32;
+        }
+        sum
+    }
+}

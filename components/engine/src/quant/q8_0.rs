@@ -336,3 +336,23 @@ pub(crate) mod simd128 {
         )
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::super::neon::*;
+    use super::*;
+
+    /// Port of `ggml_vec_dot_q8_0_q8_0` (ggml-cpu/arch/arm/quants.c, `__ARM_NEON` branch).
+    #[target_feature(enable = "neon")]
+    pub fn vec_dot(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+        let (sumf, done) = q8_pairs(
+            x,
+            y,
+            // SAFETY: `qs` is 32 bytes.
+            |xb| unsafe { (ld_s8(xb.qs.as_ptr()), ld_s8(xb.qs.as_ptr().add(16))) },
+            |yb| &yb.qs,
+            |xb, yb| h2f(xb.d) * h2f(yb.d),
+        );
+        sumf + scalar::vec_dot(&x[done..], &y[done..])
+    }
+}

@@ -425,6 +425,11 @@ fn best_backend_is_used() {
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     assert_eq!(best, Backend::Simd128);
+    #[cfg(target_arch = "aarch64")]
+    if std::env::var_os("CHORD_BACKEND").is_none() {
+        assert_eq!(best, Backend::Neon);
+    }
+    eprintln!("best backend: {best:?}");
     for ty in WEIGHT_TYPES {
         let f = vec_dot_fn(ty);
         let g = vec_dot_fn_for(ty, best)
@@ -588,7 +593,7 @@ fn bad_inputs_are_errors() {
             assert!(dequantize_row(ty, &q, &mut y[..n - 1]).is_err(), "{ty}");
         }
         // Backends that cannot run here.
-        for backend in [Backend::Avx2, Backend::Simd128] {
+        for backend in [Backend::Avx2, Backend::Simd128, Backend::Neon] {
             if !backend.is_available() {
                 assert!(quantize_row_with(backend, ty, &x, &mut q).is_err());
                 assert!(vec_dot_fn_for(ty, backend).is_none());
