@@ -44,30 +44,42 @@ pub(crate) enum Path {
 }
 
 /// One weight super-block decoded to integers.
+#[repr(C, align(64))]
 struct Block {
-    d: f32,
-    dmin: f32,
-    /// The signed quants (Q6_K: code - 32; Q4_K/Q5_K: the unsigned code, 0..31).
-    q: [i8; QK_K],
+    /// The unsigned quant codes (Q6_K: 0..63, value `code - 32`; Q4_K/Q5_K: 0..31), laid out as
+    /// the Q8_K activations they multiply.
+    q: [u8; QK_K],
+    /// Sub-block scales per 4-value lane of `q` (lane `i` covers `q[4i..4i + 4]`), for the
+    /// AVX-512 sums.
+    lane_scales: [i32; QK_K / 4],
     /// Sub-block scales (16 for Q6_K, 8 for Q4_K/Q5_K).
     scales: [i32; 16],
+    /// Per 16 values (a Q8_K `bsums` entry): Q6_K its sub-block's scale, Q4_K/Q5_K its
+    /// sub-block's min.
+    per16: [i16; 16],
     /// Sub-block mins (Q4_K/Q5_K).
     mins: [i32; 8],
+    d: f32,
+    dmin: f32,
 }
 
 impl Block {
     fn new() -> Block {
         Block {
+            q: [0; QK_K],
+            lane_scales: [0; QK_K / 4],
+            scales: [0; 16],
+            per16: [0; 16],
+            mins: [0; 8],
             d: 0.0,
             dmin: 0.0,
-            q: [0; QK_K],
-            scales: [0; 16],
-            mins: [0; 8],
         }
     }
 
-    /// Decodes `b` (one block of `ty`), as ggml's `dequantize_row_*` reads it.
-    fn decode(&mut self, ty: GgmlType, b: &[u8]) {
+    /// Decodes `b` (one block of `ty`), as ggml's `dequantize_row_*` reads it; `LANES`: also the
+    /// per-lane tables of the AVX-512 sums.
+    #[inline(always)]
+    fn decode<const LANES: bool>(&mut self, ty: GgmlType, b: &[u8]) {
         let f16 = |i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
         match ty {
             GgmlType::Q4_K | GgmlType::Q5_K => {
@@ -100,8 +112,8 @@ impl Block {
                             lo += ((qh[l] >> (2 * c)) & 1) << 4;
                             hi += ((qh[l] >> (2 * c + 1)) & 1) << 4;
                         }
-                        self.q[64 * c + l] = lo as i8;
-                        self.q[64 * c + 32 + l] = hi as i8;
+                        self.q[64 * c + l] = lo;
+                        self.q[64 * c + 32 + l] = hi;
                     }
                 }
             }
@@ -115,28 +127,47 @@ impl Block {
                     let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
                     let y = &mut self.q[128 * n..];
                     for l in 0..32 {
-                        let c = |v: u8| v as i8 - 32;
-                        y[l] = c((ql[l] & 0xF) | ((qh[l] & 3) << 4));
-                        y[l + 32] = c((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-                        y[l + 64] = c((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
-                        y[l + 96] = c((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+                        y[l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+                        y[l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                        y[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
                     }
                 }
             }
             _ => unreachable!("kquant::Block::decode of {ty:?}"),
         }
+        if LANES {
+            let (n_sub, per) = if ty == GgmlType::Q6_K {
+                (16, 4)
+            } else {
+                (8, 8)
+            };
+            for sb in 0..n_sub {
+                self.lane_scales[per * sb..per * (sb + 1)].fill(self.scales[sb]);
+            }
+            for (i, v) in self.per16.iter_mut().enumerate() {
+                // Scales are 6-bit (Q4_K/Q5_K, and their mins) or i8 (Q6_K): they fit.
+                *v = if ty == GgmlType::Q6_K {
+                    self.scales[i] as i16
+                } else {
+                    self.mins[i / 2] as i16
+                };
+            }
+        }
     }
 
-    /// Per sub-block of this block with one Q8_K block `a`: `s[i] = scale·Σ q·a` and (Q4_K,
-    /// Q5_K) `m[i] = min·Σ a`. Returns the number of sub-blocks (16 for Q6_K, else 8).
+    /// This block's exact integer sums with one Q8_K block `a`, per 64 values (four groups:
+    /// Q4_K/Q5_K sub-blocks 2g, 2g+1; Q6_K sub-blocks 4g..4g+4): `s[g] = Σ_sb scale·Σ q·a` and
+    /// (Q4_K, Q5_K) `m[g] = Σ_sb min·Σ a`. Q6_K's values are `code - 32`: its sums are
+    /// `scale·(Σ code·a - 32·Σ a)`, the same integers.
     #[inline(always)]
-    fn sub_sums<const AVX2: bool>(
+    fn group_sums<const AVX2: bool>(
         &self,
         ty: GgmlType,
         a: &[u8],
-        s: &mut [i32; 16],
-        m: &mut [i32; 8],
-    ) -> usize {
+        s: &mut [i32; 4],
+        m: &mut [i32; 4],
+    ) {
         let qs = &a[4..4 + QK_K];
         let bsum = |i: usize| {
             i32::from(i16::from_le_bytes([
@@ -144,26 +175,87 @@ impl Block {
                 a[5 + QK_K + 2 * i],
             ]))
         };
-        if ty == GgmlType::Q6_K {
-            for (sb, v) in s.iter_mut().enumerate() {
-                // scale · Σ (q - 32)·a, the same integer as scale · (Σ q·a - 32·Σ a)
-                *v = self.scales[sb] * dot_i8::<16, AVX2>(&self.q[16 * sb..], &qs[16 * sb..]);
+        for g in 0..4 {
+            if ty == GgmlType::Q6_K {
+                s[g] = (4 * g..4 * g + 4)
+                    .map(|sb| {
+                        let d = dot_u8i8::<16, AVX2>(&self.q[16 * sb..], &qs[16 * sb..]);
+                        self.scales[sb] * (d - 32 * bsum(sb))
+                    })
+                    .sum();
+                m[g] = 0;
+            } else {
+                s[g] = (2 * g..2 * g + 2)
+                    .map(|sb| {
+                        self.scales[sb] * dot_u8i8::<32, AVX2>(&self.q[32 * sb..], &qs[32 * sb..])
+                    })
+                    .sum();
+                m[g] = (2 * g..2 * g + 2)
+                    .map(|sb| self.mins[sb] * (bsum(2 * sb) + bsum(2 * sb + 1)))
+                    .sum();
             }
-            16
-        } else {
-            for sb in 0..8 {
-                s[sb] = self.scales[sb] * dot_i8::<32, AVX2>(&self.q[32 * sb..], &qs[32 * sb..]);
-                m[sb] = self.mins[sb] * (bsum(2 * sb) + bsum(2 * sb + 1));
+        }
+    }
+
+    /// [`Block::group_sums`] with AVX-512 VNNI: one `vpdpbusd` per 64 values (unsigned codes
+    /// times signed activations, the same exact integers), the sub-block scales applied per lane;
+    /// `GROUPS: false` leaves the total in `s[0]` and `m[0]` (the other entries zero).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW and VNNI; the block was decoded with `LANES`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn group_sums_vnni<const GROUPS: bool>(
+        &self,
+        ty: GgmlType,
+        a: &[u8],
+        s: &mut [i32; 4],
+        m: &mut [i32; 4],
+    ) {
+        use std::arch::x86_64::*;
+        let a = &a[..Q8K_BYTES];
+        // SAFETY: the loads read within `self.q` (256 bytes), `self.lane_scales` (64 i32),
+        // `self.per16` (16 i16) and `a` (4 + 256 + 32 bytes); the caller vouches for the CPU.
+        unsafe {
+            let aq = a.as_ptr().add(4);
+            let mut tot = _mm512_setzero_si512();
+            for g in 0..4 {
+                let w = _mm512_loadu_si512(self.q.as_ptr().add(64 * g).cast());
+                let x = _mm512_loadu_si512(aq.add(64 * g).cast());
+                let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+                let sc = _mm512_loadu_si512(self.lane_scales.as_ptr().add(16 * g).cast());
+                let v = _mm512_mullo_epi32(dp, sc);
+                if GROUPS {
+                    s[g] = _mm512_reduce_add_epi32(v);
+                } else {
+                    tot = _mm512_add_epi32(tot, v);
+                }
             }
-            8
+            if !GROUPS {
+                *s = [_mm512_reduce_add_epi32(tot), 0, 0, 0];
+            }
+            // Per 16 values: bsum times its sub-block's scale (Q6_K) or min, summed in pairs.
+            let bs = _mm256_loadu_si256(aq.add(QK_K).cast());
+            let per = _mm256_madd_epi16(bs, _mm256_loadu_si256(self.per16.as_ptr().cast()));
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), per);
+            if ty == GgmlType::Q6_K {
+                // Q6_K runs the tiled path only: totals.
+                s[0] -= 32 * lanes.iter().sum::<i32>();
+                *m = [0; 4];
+            } else if GROUPS {
+                *m = [0, 1, 2, 3].map(|g| lanes[2 * g] + lanes[2 * g + 1]);
+            } else {
+                *m = [lanes.iter().sum(), 0, 0, 0];
+            }
         }
     }
 }
 
-/// `Σ w[i]·x[i]` over `N` signed bytes (`x` as stored in a Q8_K block), exactly (so with AVX2,
-/// widened to i16 and summed in any order, it is the same integer).
+/// `Σ w[i]·x[i]` over `N` unsigned codes `w` (below 64) and signed bytes `x` (as stored in a Q8_K
+/// block), exactly (so with SIMD, summed in any order, it is the same integer).
 #[inline(always)]
-fn dot_i8<const N: usize, const AVX2: bool>(w: &[i8], x: &[u8]) -> i32 {
+fn dot_u8i8<const N: usize, const AVX2: bool>(w: &[u8], x: &[u8]) -> i32 {
     let (w, x) = (&w[..N], &x[..N]);
     #[cfg(target_arch = "x86_64")]
     if AVX2 && N.is_multiple_of(16) {
@@ -173,7 +265,7 @@ fn dot_i8<const N: usize, const AVX2: bool>(w: &[i8], x: &[u8]) -> i32 {
         unsafe {
             let mut acc = _mm256_setzero_si256();
             for i in (0..N).step_by(16) {
-                let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i).cast()));
+                let wv = _mm256_cvtepu8_epi16(_mm_loadu_si128(w.as_ptr().add(i).cast()));
                 let xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(i).cast()));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
             }
@@ -188,21 +280,14 @@ fn dot_i8<const N: usize, const AVX2: bool>(w: &[i8], x: &[u8]) -> i32 {
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if N.is_multiple_of(16) {
-        use crate::quant::wasm::{dot4_i8, dot4_u8i8, hsum_i32x4, load};
+        use crate::quant::wasm::{dot4_u8i8, hsum_i32x4, load};
         use core::arch::wasm32::*;
         let mut acc = i32x4_splat(0);
         for i in (0..N).step_by(16) {
             // SAFETY: 16 of the N bytes at offset i < N of both slices.
             let (wv, xv) = unsafe { (load(w.as_ptr().add(i)), load(x.as_ptr().add(i))) };
-            // |w| <= 32 (Q6_K: code - 32; Q4_K/Q5_K: 0..31): with relaxed SIMD, w's sign moves
-            // onto x (Q8_K quants are -127..=127) and the 7-bit dot is exact.
-            let p = if cfg!(target_feature = "relaxed-simd") {
-                let xs = v128_bitselect(i8x16_neg(xv), xv, i8x16_lt(wv, i8x16_splat(0)));
-                dot4_u8i8(i8x16_abs(wv), xs)
-            } else {
-                dot4_i8(wv, xv)
-            };
-            acc = i32x4_add(acc, p);
+            // Codes below 64: exact (and one relaxed dot in the relaxed-simd build).
+            acc = i32x4_add(acc, dot4_u8i8(wv, xv));
         }
         return hsum_i32x4(acc);
     }
@@ -225,11 +310,26 @@ pub(crate) fn matmul(
     tmp: &mut [f32],
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
+    if vnni_available() {
+        // SAFETY: checked just above.
+        return unsafe { matmul_vnni(path, w, x, n, rows, out, tmp) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
         // SAFETY: `best` is AVX2 only where the CPU has AVX2 and FMA.
         return unsafe { matmul_avx2(path, w, x, n, rows, out, tmp) };
     }
-    matmul_impl::<false>(path, w, x, n, rows, out, tmp)
+    matmul_impl::<false, false>(path, w, x, n, rows, out, tmp)
+}
+
+/// Whether the AVX-512 VNNI sums can run here (and the engine's AVX2 kernels are in use: a
+/// forced scalar backend stays scalar). Not AMX: these VMs advertise it but fault on it.
+#[cfg(target_arch = "x86_64")]
+fn vnni_available() -> bool {
+    crate::quant::Backend::best() == crate::quant::Backend::Avx2
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// [`matmul`] compiled for AVX2: the integer sums vectorized, the FMAs single instructions.
@@ -247,11 +347,30 @@ unsafe fn matmul_avx2(
     out: &mut [f32],
     tmp: &mut [f32],
 ) -> Result<()> {
-    matmul_impl::<true>(path, w, x, n, rows, out, tmp)
+    matmul_impl::<true, false>(path, w, x, n, rows, out, tmp)
 }
 
+/// [`matmul`] with AVX-512 VNNI integer sums ([`Block::group_sums_vnni`]).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, AVX-512 F/BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+unsafe fn matmul_vnni(
+    path: Path,
+    w: &Matrix,
+    x: &[u8],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+    tmp: &mut [f32],
+) -> Result<()> {
+    matmul_impl::<true, true>(path, w, x, n, rows, out, tmp)
+}
+
+/// `VNNI` (only ever set by [`matmul_vnni`]): the AVX-512 integer sums.
 #[inline(always)]
-fn matmul_impl<const AVX2: bool>(
+fn matmul_impl<const AVX2: bool, const VNNI: bool>(
     path: Path,
     w: &Matrix,
     x: &[u8],
@@ -278,8 +397,11 @@ fn matmul_impl<const AVX2: bool>(
     // The repacked kernel runs rows in groups of 4 through its gemm (one FMA per 64 values) and
     // the rest through its gemv (one FMA per super-block).
     let n_gemm = n - n % 4;
+    // Inside `matmul_avx2`/`matmul_vnni` (FMA enabled) `mul_add` is the instruction; elsewhere
+    // the exact emulation (a libm call or wasm's missing instruction would be slower).
+    let fma = |a: f32, b: f32, c: f32| if AVX2 { a.mul_add(b, c) } else { fma(a, b, c) };
     let mut blk = Block::new();
-    let (mut ss, mut ms) = ([0i32; 16], [0i32; 8]);
+    let (mut ss, mut ms) = ([0i32; 4], [0i32; 4]);
     for r in 0..m {
         super::ops::prefetch_rows(w, r0 + r + 1..r0 + r + 2);
         let wr = w.row(r0 + r);
@@ -289,37 +411,49 @@ fn matmul_impl<const AVX2: bool>(
             tmp[t] = 0.0;
         }
         for b in 0..nb {
-            blk.decode(w.ty, &wr[b * bsize..(b + 1) * bsize]);
+            blk.decode::<VNNI>(w.ty, &wr[b * bsize..(b + 1) * bsize]);
             for t in 0..n {
                 let a = &x[t * arow + b * Q8K_BYTES..][..Q8K_BYTES];
                 let d8 = f32::from_le_bytes([a[0], a[1], a[2], a[3]]);
-                let n_sub = blk.sub_sums::<AVX2>(w.ty, a, &mut ss, &mut ms);
+                let groups = path == Path::Repack && t < n_gemm;
+                #[cfg(target_arch = "x86_64")]
+                if VNNI {
+                    // SAFETY: `VNNI` is set only inside `matmul_vnni`, which runs only where
+                    // the CPU has AVX-512 VNNI; the block was decoded with its lane tables.
+                    unsafe {
+                        if groups {
+                            blk.group_sums_vnni::<true>(w.ty, a, &mut ss, &mut ms);
+                        } else {
+                            blk.group_sums_vnni::<false>(w.ty, a, &mut ss, &mut ms);
+                        }
+                    }
+                } else {
+                    blk.group_sums::<AVX2>(w.ty, a, &mut ss, &mut ms);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                blk.group_sums::<AVX2>(w.ty, a, &mut ss, &mut ms);
                 let o = &mut out[t * m + r];
+                // Integer totals are exact in any order.
+                let (s, mn) = (ss.iter().sum::<i32>(), ms.iter().sum::<i32>());
                 match path {
                     Path::Tiled => {
                         // ggml-cpu/tiled: tiled_run_microtile_avx2's epilogue
-                        let s: i32 = ss[..n_sub].iter().sum();
                         let mut res = s as f32 * blk.d;
                         if w.ty != GgmlType::Q6_K {
-                            let mn: i32 = ms.iter().sum();
                             res = fma(-blk.dmin, mn as f32, res);
                         }
                         *o = fma(res, d8, *o);
                     }
-                    Path::Repack if t < n_gemm => {
-                        // ggml_gemm_q4_K_8x8_q8_K
+                    Path::Repack if groups => {
+                        // ggml_gemm_q4_K_8x8_q8_K: one FMA per 64 values
                         let (dd, dm) = (blk.d * d8, blk.dmin * d8);
-                        for sb in 0..4 {
-                            let s = ss[2 * sb] + ss[2 * sb + 1];
-                            let mn = ms[2 * sb] + ms[2 * sb + 1];
-                            *o = fma(s as f32, dd, *o);
-                            tmp[t] = fma(mn as f32, dm, tmp[t]);
+                        for g in 0..4 {
+                            *o = fma(ss[g] as f32, dd, *o);
+                            tmp[t] = fma(ms[g] as f32, dm, tmp[t]);
                         }
                     }
                     Path::Repack => {
                         // ggml_gemv_q4_K_8x8_q8_K
-                        let s: i32 = ss[..8].iter().sum();
-                        let mn: i32 = ms.iter().sum();
                         *o = fma(s as f32, blk.d * d8, *o);
                         tmp[t] = fma(mn as f32, blk.dmin * d8, tmp[t]);
                     }
@@ -334,6 +468,7 @@ fn matmul_impl<const AVX2: bool>(
     }
     Ok(())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,8 +527,17 @@ mod tests {
                 // The SIMD build of the integer sums gives the scalar one's results exactly,
                 // over the whole matrix and over a row range.
                 let mut scalar = vec![0f32; n * m];
-                matmul_impl::<false>(path, &w, &xb, n, 0..m, &mut scalar, &mut tmp).unwrap();
+                matmul_impl::<false, false>(path, &w, &xb, n, 0..m, &mut scalar, &mut tmp).unwrap();
                 assert_eq!(bits(&out), bits(&scalar), "{ty:?} {path:?}");
+                // And so do the AVX2 sums where `matmul` took the AVX-512 ones.
+                #[cfg(target_arch = "x86_64")]
+                if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
+                    let mut avx2 = vec![0f32; n * m];
+                    // SAFETY: `best` is AVX2 only where the CPU has AVX2 and FMA.
+                    unsafe { matmul_avx2(path, &w, &xb, n, 0..m, &mut avx2, &mut tmp) }.unwrap();
+                    assert_eq!(bits(&avx2), bits(&scalar), "{ty:?} {path:?} AVX2");
+                    println!("{ty:?} {path:?}: VNNI sums {}", vnni_available());
+                }
                 let mut part = vec![0f32; n * 8];
                 matmul(path, &w, &xb, n, 8..16, &mut part, &mut tmp).unwrap();
                 for t in 0..n {

@@ -183,14 +183,26 @@ pub fn matmul_rows(
     if let Some(dot4) = quant::vec_dot4_fn(w.ty).filter(|_| tiny.is_none()) {
         // Four rows at a time (the same results, see `VecDot4Fn`).
         let dot4x2 = quant::vec_dot4x2_fn(w.ty).filter(|_| n >= 2);
+        let dot4x4 = quant::vec_dot4x4_fn(w.ty).filter(|_| n >= 4);
         while rows.len() >= 4 {
             let r = rows.start;
             let ws = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
             let mut t = 0;
+            let at = |t: usize| &a[t * arow..(t + 1) * arow];
+            if let Some(dot4x4) = dot4x4 {
+                // Four tokens at a time: each weight block decoded once for all four.
+                while t + 4 <= n {
+                    let v = dot4x4(k, ws, [at(t), at(t + 1), at(t + 2), at(t + 3)]);
+                    for (u, vu) in v.iter().enumerate() {
+                        let o = (t + u) * ldo + i0;
+                        out[o..o + 4].copy_from_slice(vu);
+                    }
+                    t += 4;
+                }
+            }
             if let Some(dot4x2) = dot4x2 {
                 // Two tokens at a time: each weight block decoded once for both.
                 while t + 2 <= n {
-                    let at = |t: usize| &a[t * arow..(t + 1) * arow];
                     let v = dot4x2(k, ws, [at(t), at(t + 1)]);
                     for (u, vu) in v.iter().enumerate() {
                         let o = (t + u) * ldo + i0;

@@ -618,8 +618,85 @@ simd_entry4x2!(q4_1_avx2_x4t2, BlockQ4_1, q4_1::avx2);
 simd_entry4x2!(q5_0_avx2_x4t2, BlockQ5_0, q5_0::avx2);
 simd_entry4x2!(q8_0_avx2_x4t2, BlockQ8_0, q8_0::avx2);
 
+/// Dot products of four weight rows with four activation rows: `[t][j] = w[j]·a[t]`, each bit
+/// for bit the [`VecDotFn`] of the same type (prefill, AVX-512 VNNI only).
+pub type VecDot4x4Fn = fn(n: usize, w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4];
+
+/// Defines the AVX-512 VNNI entries of a Q8_0-family type (`$path::vec_dot_x4_vnni::<T>`):
+/// four rows with one, two and four activation rows, after checking lengths.
+macro_rules! vnni_entries {
+    ($x1:ident, $x2:ident, $x4:ident, $B:ty, $path:path) => {
+        #[cfg(target_arch = "x86_64")]
+        fn vnni_rows<const T: usize>(n: usize, w: [&[u8]; 4], a: [&[u8]; T]) -> [[f32; 4]; T] {
+            use $path as k;
+            let ws = w.map(|w| split_rows::<$B>(n, w, a[0]).map(|(w, _)| w));
+            let acts = a.map(|a| split_rows::<$B>(n, w[0], a).map(|(_, a)| a));
+            match (ws, acts.iter().all(Option::is_some)) {
+                ([Some(w0), Some(w1), Some(w2), Some(w3)], true) => {
+                    let acts = acts.map(|a| a.unwrap_or_default());
+                    // SAFETY: handed out by `vec_dot4*_fn` only where `x86::vnni_available()`.
+                    unsafe { k::vec_dot_x4_vnni::<T>([w0, w1, w2, w3], acts) }
+                }
+                _ => [[f32::NAN; 4]; T],
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        pub(super) fn $x1(n: usize, w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+            vnni_rows::<1>(n, w, [a])[0]
+        }
+        #[cfg(target_arch = "x86_64")]
+        pub(super) fn $x2(n: usize, w: [&[u8]; 4], a: [&[u8]; 2]) -> [[f32; 4]; 2] {
+            vnni_rows::<2>(n, w, a)
+        }
+        #[cfg(target_arch = "x86_64")]
+        pub(super) fn $x4(n: usize, w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4] {
+            vnni_rows::<4>(n, w, a)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni_q4_0 {
+    use super::*;
+    vnni_entries!(x1, x2, x4, BlockQ4_0, q4_0::avx2);
+}
+#[cfg(target_arch = "x86_64")]
+mod vnni_q5_0 {
+    use super::*;
+    vnni_entries!(x1, x2, x4, BlockQ5_0, q5_0::avx2);
+}
+#[cfg(target_arch = "x86_64")]
+mod vnni_q8_0 {
+    use super::*;
+    vnni_entries!(x1, x2, x4, BlockQ8_0, q8_0::avx2);
+}
+
+/// The AVX-512 VNNI kernels of `ty` (one, two and four tokens), where they run here.
+#[allow(clippy::type_complexity)]
+fn vnni_fns(ty: GgmlType) -> Option<(VecDot4Fn, VecDot4x2Fn, VecDot4x4Fn)> {
+    #[cfg(target_arch = "x86_64")]
+    if x86::vnni_available() {
+        return match ty {
+            GgmlType::Q4_0 => Some((vnni_q4_0::x1, vnni_q4_0::x2, vnni_q4_0::x4)),
+            GgmlType::Q5_0 => Some((vnni_q5_0::x1, vnni_q5_0::x2, vnni_q5_0::x4)),
+            GgmlType::Q8_0 => Some((vnni_q8_0::x1, vnni_q8_0::x2, vnni_q8_0::x4)),
+            _ => None,
+        };
+    }
+    let _ = ty;
+    None
+}
+
+/// The four-row, four-token kernel for `ty` on the backend in use, where there is one.
+pub fn vec_dot4x4_fn(ty: GgmlType) -> Option<VecDot4x4Fn> {
+    vnni_fns(ty).map(|f| f.2)
+}
+
 /// The four-row, two-token kernel for `ty` on the backend in use, where there is one.
 pub fn vec_dot4x2_fn(ty: GgmlType) -> Option<VecDot4x2Fn> {
+    if let Some(f) = vnni_fns(ty) {
+        return Some(f.1);
+    }
     match (Backend::best(), ty) {
         #[cfg(target_arch = "x86_64")]
         (Backend::Avx2, GgmlType::Q4_0) => Some(q4_0_avx2_x4t2),
@@ -635,6 +712,9 @@ pub fn vec_dot4x2_fn(ty: GgmlType) -> Option<VecDot4x2Fn> {
 
 /// The four-row kernel for `ty` on the backend in use, where there is one.
 pub fn vec_dot4_fn(ty: GgmlType) -> Option<VecDot4Fn> {
+    if let Some(f) = vnni_fns(ty) {
+        return Some(f.0);
+    }
     match (Backend::best(), ty) {
         #[cfg(target_arch = "x86_64")]
         (Backend::Avx2, GgmlType::Q4_0) => Some(q4_0_avx2_x4),

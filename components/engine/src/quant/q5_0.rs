@@ -161,6 +161,26 @@ pub(crate) mod avx2 {
     pub unsafe fn vec_dot_x4t2(x: [&[BlockQ5_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
         rows_q8_0(x, y, |xb| qx(xb))
     }
+
+    /// This block's values as `u` with `qx = u - 16` (see [`rows_q8_0_vnni`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn qu(xb: &BlockQ5_0) -> __m256i {
+        let hi = _mm256_and_si256(bytes_from_bits_32(&xb.qh), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(bytes_from_nibbles_32(&xb.qs), hi)
+    }
+
+    /// [`vec_dot`] of four rows with `T` activation rows, AVX-512 VNNI sums, bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F/VL/VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn vec_dot_x4_vnni<const T: usize>(
+        x: [&[BlockQ5_0]; 4],
+        y: [&[BlockQ8_0]; T],
+    ) -> [[f32; 4]; T] {
+        rows_q8_0_vnni::<_, T, 16>(x, y, |xb| qu(xb))
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -406,6 +406,24 @@ fn four_row_kernels_match_one_row_kernels() {
                 dot4x2(n, [&rows[0], &rows[1], &rows[2], &rows[3]], [&a, &b[1..]])[1][0].is_nan()
             );
         }
+        if let Some(dot4x4) = vec_dot4x4_fn(ty) {
+            let acts: Vec<Vec<u8>> = (0..4)
+                .map(|_| quantize(ty.vec_dot_type(), &rng.activations(n)))
+                .collect();
+            let ws = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
+            let got = dot4x4(n, ws, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+            for (t, act) in acts.iter().enumerate() {
+                for (j, row) in rows.iter().enumerate() {
+                    assert_eq!(
+                        got[t][j].to_bits(),
+                        dot(n, row, act).to_bits(),
+                        "{} 4x4",
+                        ty.name()
+                    );
+                }
+            }
+            assert!(dot4x4(n, ws, [&acts[0], &acts[1], &acts[2], &acts[3][1..]])[3][0].is_nan());
+        }
     }
     if Backend::best() == Backend::Avx2 {
         assert!(covered >= 4, "the AVX2 four-row kernels are not offered");

@@ -240,3 +240,68 @@ pub(crate) fn rows_q8_0<B, const T: usize>(
     }
     acc.map(|a| [0, 1, 2, 3].map(|j| hsum_float_8(a[j])))
 }
+
+/// [`rows_q8_0`] with AVX-512 VNNI (256-bit, `vpdpbusd`) integer sums: `qu` decodes a block to
+/// bytes `u` with `qx = u - OFF`, unsigned for `OFF > 0` (Q4_0: 8, Q5_0: 16) and the signed values
+/// for `OFF = 0` (Q8_0). Lane k of `vpdpbusd(c, u, y)` is `Σ_{t<4} u[4k+t]·y[4k+t] + c[k]`: with
+/// `c = -OFF·Σ y` (per lane, once per activation block) that is exactly the lane AVX2's
+/// `mul_sum_i8_pairs_float` converts; Q8_0 moves the sign of `x` onto `y` as that function does
+/// (its i16 pair sums never saturate: activations are -127..=127). So each (row, token) result is
+/// [`rows_q8_0`]'s, bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(crate) fn rows_q8_0_vnni<B, const T: usize, const OFF: i8>(
+    x: [&[B]; 4],
+    y: [&[BlockQ8_0]; T],
+    qu: impl Fn(&B) -> __m256i,
+) -> [[f32; 4]; T] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; T];
+    let nb = x
+        .iter()
+        .map(|r| r.len())
+        .chain(y.iter().map(|r| r.len()))
+        .min()
+        .unwrap_or(0);
+    let zero = _mm256_setzero_si256();
+    for i in 0..nb {
+        let mut dy = [0.0f32; T];
+        let mut qy = [zero; T];
+        let mut c = [zero; T];
+        for t in 0..T {
+            dy[t] = h2f_first(&y[t][i]);
+            // SAFETY: `qs` is 32 bytes.
+            qy[t] = unsafe { load256(y[t][i].qs.as_ptr()) };
+            if OFF != 0 {
+                let sums = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), qy[t]);
+                c[t] = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-i32::from(OFF)));
+            }
+        }
+        for j in 0..4 {
+            let xb = &x[j][i];
+            _mm_prefetch::<_MM_HINT_T0>((xb as *const B).cast::<i8>().wrapping_add(PREFETCH_AHEAD));
+            let dx = h2f_first(xb);
+            let u = qu(xb);
+            for t in 0..T {
+                let p = if OFF != 0 {
+                    _mm256_dpbusd_epi32(c[t], u, qy[t])
+                } else {
+                    _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(u, u), _mm256_sign_epi8(qy[t], u))
+                };
+                let p = _mm256_cvtepi32_ps(p);
+                acc[t][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t]), p, acc[t][j]);
+            }
+        }
+    }
+    acc.map(|a| [0, 1, 2, 3].map(|j| hsum_float_8(a[j])))
+}
+
+/// Whether the AVX-512 VNNI kernels can run here: AVX2 is the backend in use (a forced scalar
+/// backend stays scalar) and the CPU has AVX-512 F/BW/VL and VNNI. Not AMX: these VMs advertise
+/// it but fault on it.
+pub(crate) fn vnni_available() -> bool {
+    super::Backend::best() == super::Backend::Avx2
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
