@@ -219,14 +219,14 @@ impl Block {
         unsafe {
             let aq = a.as_ptr().add(4);
             let mut tot = _mm512_setzero_si512();
-            for g in 0..4 {
+            for (g, sg) in s.iter_mut().enumerate() {
                 let w = _mm512_loadu_si512(self.q.as_ptr().add(64 * g).cast());
                 let x = _mm512_loadu_si512(aq.add(64 * g).cast());
                 let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
                 let sc = _mm512_loadu_si512(self.lane_scales.as_ptr().add(16 * g).cast());
                 let v = _mm512_mullo_epi32(dp, sc);
                 if GROUPS {
-                    s[g] = _mm512_reduce_add_epi32(v);
+                    *sg = _mm512_reduce_add_epi32(v);
                 } else {
                     tot = _mm512_add_epi32(tot, v);
                 }

@@ -517,8 +517,154 @@ fn dot_f16(a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
 
 /// `x = silu(x) * g` (`ggml_swiglu_split`; `ggml_v_silu` = x / (1 + e^-x) with ggml's e^x).
 pub(crate) fn swiglu(x: &mut [f32], g: &[f32]) {
-    for (a, &b) in x.iter_mut().zip(g) {
+    let n = x.len().min(g.len());
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
+        // SAFETY: AVX2 is the backend in use only where the CPU has AVX2 and FMA.
+        i = unsafe { avx2::swiglu(&mut x[..n], &g[..n]) };
+    }
+    for (a, &b) in x[i..n].iter_mut().zip(&g[i..n]) {
         *a = *a / (1.0 + expf(0.0 - *a)) * b;
+    }
+}
+
+/// `v = e^(v - m)` (ggml's e^x, see [`expf`]) for every value.
+pub(crate) fn exp_sub(v: &mut [f32], m: f32) {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
+        // SAFETY: AVX2 is the backend in use only where the CPU has AVX2 and FMA.
+        i = unsafe { avx2::exp_sub(v, m) };
+    }
+    for x in &mut v[i..] {
+        *x = expf(*x - m);
+    }
+}
+
+/// [`expf`], [`swiglu`] and [`exp_sub`] eight lanes at a time: the same operations per lane
+/// (one rounding per FMA, `p·2^n` rounded once through f64), so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::expf`] of eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn expf8(x: __m256) -> __m256 {
+        let c = |b: u32| _mm256_set1_ps(f32::from_bits(b));
+        let r = c(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let u = _mm256_mul_ps(b, b);
+        let p = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+        );
+        // p · 2^n, rounded once: in f64, 2^n from its bits (n integral; lanes with |n| > 192
+        // are replaced below, NaN lanes stay NaN through p).
+        let ni = _mm256_cvtps_epi32(n);
+        let scale = |p: __m128, ni: __m128i| {
+            let e = _mm256_slli_epi64::<52>(_mm256_add_epi64(
+                _mm256_cvtepi32_epi64(ni),
+                _mm256_set1_epi64x(1023),
+            ));
+            _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(p), _mm256_castsi256_pd(e)))
+        };
+        let lo = scale(_mm256_castps256_ps128(p), _mm256_castsi256_si128(ni));
+        let hi = scale(
+            _mm256_extractf128_ps::<1>(p),
+            _mm256_extracti128_si256::<1>(ni),
+        );
+        let res = _mm256_set_m128(hi, lo);
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+        let neg = _mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps());
+        let limit = _mm256_andnot_ps(neg, _mm256_set1_ps(f32::INFINITY));
+        _mm256_blendv_ps(res, limit, big)
+    }
+
+    /// [`super::swiglu`] over whole groups of eight; returns how many values it did.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn swiglu(x: &mut [f32], g: &[f32]) -> usize {
+        let n = x.len().min(g.len()) & !7;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= both lengths.
+            unsafe {
+                let a = _mm256_loadu_ps(x.as_ptr().add(i));
+                let b = _mm256_loadu_ps(g.as_ptr().add(i));
+                let e = expf8(_mm256_sub_ps(_mm256_setzero_ps(), a));
+                let s = _mm256_div_ps(a, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+                _mm256_storeu_ps(x.as_mut_ptr().add(i), _mm256_mul_ps(s, b));
+            }
+        }
+        n
+    }
+
+    /// [`super::exp_sub`] over whole groups of eight; returns how many values it did.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn exp_sub(v: &mut [f32], m: f32) -> usize {
+        let n = v.len() & !7;
+        let mv = _mm256_set1_ps(m);
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= v.len().
+            unsafe {
+                let x = _mm256_loadu_ps(v.as_ptr().add(i));
+                _mm256_storeu_ps(v.as_mut_ptr().add(i), expf8(_mm256_sub_ps(x, mv)));
+            }
+        }
+        n
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Lane for lane the scalar e^x, bit for bit, over the whole useful range and its edges.
+        #[test]
+        fn expf8_is_expf() {
+            if crate::quant::Backend::best() != crate::quant::Backend::Avx2 {
+                return;
+            }
+            let mut xs: Vec<f32> = (0..200_000).map(|i| -104.0 + i as f32 * 0.0009).collect();
+            xs.extend([
+                0.0,
+                -0.0,
+                88.7,
+                88.73,
+                89.0,
+                -87.3,
+                -103.9,
+                -150.0,
+                1e10,
+                -1e10,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::MIN_POSITIVE,
+                1e-30,
+            ]);
+            while !xs.len().is_multiple_of(8) {
+                xs.push(1.0);
+            }
+            let mut v = xs.clone();
+            // SAFETY: checked above that the CPU has AVX2 and FMA.
+            let done = unsafe { exp_sub(&mut v, 0.0) };
+            assert_eq!(done, xs.len());
+            for (x, got) in xs.iter().zip(&v) {
+                let want = super::super::expf(*x);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "e^{x}: {got} vs {want}"
+                );
+            }
+        }
     }
 }
 
@@ -681,12 +827,10 @@ fn attention_plain(
             // softmax (ggml_vec_soft_max_f32: e^x per lane, f32 sums of 16, f64 total)
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f64;
-            for chunk in scores.chunks_mut(16) {
+            exp_sub(scores, max);
+            for chunk in scores.chunks(16) {
                 let mut lanes = [0f32; 16];
-                for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                    *v = expf(*v - max);
-                    *l = *v;
-                }
+                lanes[..chunk.len()].copy_from_slice(chunk);
                 sum += f64::from(reduce16(&lanes));
             }
             let inv = (1.0 / sum) as f32;
@@ -786,12 +930,10 @@ fn attention_flash(
                     m = m_new;
                     // p = e^(kq - m) per lane group; S += their f64 sum
                     let mut tile_sum = 0f64;
-                    for chunk in kq.chunks_mut(16) {
+                    exp_sub(kq, m);
+                    for chunk in kq.chunks(16) {
                         let mut lanes = [0f32; 16];
-                        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                            *v = expf(*v - m);
-                            *l = *v;
-                        }
+                        lanes[..chunk.len()].copy_from_slice(chunk);
                         tile_sum += f64::from(reduce16(&lanes));
                     }
                     sum = (f64::from(sum) + tile_sum) as f32;

@@ -622,7 +622,7 @@ simd_entry4x2!(q8_0_avx2_x4t2, BlockQ8_0, q8_0::avx2);
 /// for bit the [`VecDotFn`] of the same type (prefill, AVX-512 VNNI only).
 pub type VecDot4x4Fn = fn(n: usize, w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4];
 
-/// Defines the AVX-512 VNNI entries of a Q8_0-family type (`$path::vec_dot_x4_vnni::<T>`):
+/// Defines the AVX-512 VNNI entries of a Q8_0-family type or Q4_1 (`$path::vec_dot_x4_vnni::<T>`):
 /// four rows with one, two and four activation rows, after checking lengths.
 macro_rules! vnni_entries {
     ($x1:ident, $x2:ident, $x4:ident, $B:ty, $path:path) => {
@@ -661,6 +661,11 @@ mod vnni_q4_0 {
     vnni_entries!(x1, x2, x4, BlockQ4_0, q4_0::avx2);
 }
 #[cfg(target_arch = "x86_64")]
+mod vnni_q4_1 {
+    use super::*;
+    vnni_entries!(x1, x2, x4, BlockQ4_1, q4_1::avx2);
+}
+#[cfg(target_arch = "x86_64")]
 mod vnni_q5_0 {
     use super::*;
     vnni_entries!(x1, x2, x4, BlockQ5_0, q5_0::avx2);
@@ -678,6 +683,7 @@ fn vnni_fns(ty: GgmlType) -> Option<(VecDot4Fn, VecDot4x2Fn, VecDot4x4Fn)> {
     if x86::vnni_available() {
         return match ty {
             GgmlType::Q4_0 => Some((vnni_q4_0::x1, vnni_q4_0::x2, vnni_q4_0::x4)),
+            GgmlType::Q4_1 => Some((vnni_q4_1::x1, vnni_q4_1::x2, vnni_q4_1::x4)),
             GgmlType::Q5_0 => Some((vnni_q5_0::x1, vnni_q5_0::x2, vnni_q5_0::x4)),
             GgmlType::Q8_0 => Some((vnni_q8_0::x1, vnni_q8_0::x2, vnni_q8_0::x4)),
             _ => None,

@@ -138,49 +138,84 @@ pub(crate) mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn rows<const T: usize>(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; T]) -> [[f32; 4]; T] {
-        let mut acc = [[_mm256_setzero_ps(); 4]; T];
-        let mut summs = [[0.0f32; 4]; T];
-        let nb = x
-            .iter()
-            .map(|r| r.len())
-            .chain(y.iter().map(|r| r.len()))
-            .min()
-            .unwrap_or(0);
-        for i in 0..nb {
-            let (mut d1, mut s1, mut qy) = ([0.0f32; T], [0.0f32; T], [_mm256_setzero_si256(); T]);
-            for t in 0..T {
-                let yb = &y[t][i];
-                // SAFETY: `d, s` are the block's first 4 bytes; `qs` is 32 bytes.
-                unsafe {
+        // SAFETY: AVX2, FMA and F16C are enabled here.
+        unsafe { rows_impl::<T, false>(x, y) }
+    }
+
+    /// [`rows`] with AVX-512 VNNI sums: `vpdpbusd` of the nibbles with the activations leaves
+    /// the lanes `mul_sum_us8_pairs_float` converts (its i16 pair sums, at most 2·15·127, never
+    /// saturate), so the results are [`vec_dot`]'s bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F/VL/VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn vec_dot_x4_vnni<const T: usize>(
+        x: [&[BlockQ4_1]; 4],
+        y: [&[BlockQ8_1]; T],
+    ) -> [[f32; 4]; T] {
+        // SAFETY: all of `rows_impl`'s features are enabled here.
+        unsafe { rows_impl::<T, true>(x, y) }
+    }
+
+    /// The body of [`rows`] and [`vec_dot_x4_vnni`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C, and AVX-512 F/VL/VNNI if `VNNI`; only call from
+    /// functions that enable them.
+    #[inline(always)]
+    unsafe fn rows_impl<const T: usize, const VNNI: bool>(
+        x: [&[BlockQ4_1]; 4],
+        y: [&[BlockQ8_1]; T],
+    ) -> [[f32; 4]; T] {
+        // SAFETY: the caller runs this where its features are enabled; the loads read within
+        // the blocks (`d, m`/`d, s` are their first 4 bytes, `qs` 16 or 32 bytes).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 4]; T];
+            let mut summs = [[0.0f32; 4]; T];
+            let nb = x
+                .iter()
+                .map(|r| r.len())
+                .chain(y.iter().map(|r| r.len()))
+                .min()
+                .unwrap_or(0);
+            for i in 0..nb {
+                let (mut d1, mut s1, mut qy) =
+                    ([0.0f32; T], [0.0f32; T], [_mm256_setzero_si256(); T]);
+                for t in 0..T {
+                    let yb = &y[t][i];
                     (d1[t], s1[t]) = h2f_pair((yb as *const BlockQ8_1).cast());
                     qy[t] = load256(yb.qs.as_ptr());
                 }
-            }
-            for j in 0..4 {
-                let xb = &x[j][i];
-                _mm_prefetch::<_MM_HINT_T0>(
-                    (xb as *const BlockQ4_1)
-                        .cast::<i8>()
-                        .wrapping_add(PREFETCH_AHEAD),
-                );
-                // SAFETY: `d, m` are the block's first 4 bytes.
-                let (d0, m0) = unsafe { h2f_pair((xb as *const BlockQ4_1).cast()) };
-                let qx = bytes_from_nibbles_32(&xb.qs);
-                for t in 0..T {
-                    summs[t][j] = m0.mul_add(s1[t], summs[t][j]);
-                    let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1[t]));
-                    let xy = mul_sum_us8_pairs_float(qx, qy[t]);
-                    acc[t][j] = _mm256_fmadd_ps(d0d1, xy, acc[t][j]);
+                for j in 0..4 {
+                    let xb = &x[j][i];
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        (xb as *const BlockQ4_1)
+                            .cast::<i8>()
+                            .wrapping_add(PREFETCH_AHEAD),
+                    );
+                    let (d0, m0) = h2f_pair((xb as *const BlockQ4_1).cast());
+                    let qx = bytes_from_nibbles_32(&xb.qs);
+                    for t in 0..T {
+                        summs[t][j] = m0.mul_add(s1[t], summs[t][j]);
+                        let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_set1_ps(d1[t]));
+                        let xy = if VNNI {
+                            let zero = _mm256_setzero_si256();
+                            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, qx, qy[t]))
+                        } else {
+                            mul_sum_us8_pairs_float(qx, qy[t])
+                        };
+                        acc[t][j] = _mm256_fmadd_ps(d0d1, xy, acc[t][j]);
+                    }
                 }
             }
-        }
-        let mut out = [[0.0f32; 4]; T];
-        for t in 0..T {
-            for j in 0..4 {
-                out[t][j] = hsum_float_8(acc[t][j]) + summs[t][j];
+            let mut out = [[0.0f32; 4]; T];
+            for t in 0..T {
+                for j in 0..4 {
+                    out[t][j] = hsum_float_8(acc[t][j]) + summs[t][j];
+                }
             }
+            out
         }
-        out
     }
 
     /// Four rows, one activation row: [`vec_dot`] of each, bit for bit (see `rows`).
