@@ -49,8 +49,8 @@ struct Block {
     /// The unsigned quant codes (Q6_K: 0..63, value `code - 32`; Q4_K/Q5_K: 0..31), laid out as
     /// the Q8_K activations they multiply.
     q: [u8; QK_K],
-    /// Sub-block scales per 4-value lane of `q` (lane `i` covers `q[4i..4i + 4]`), for the
-    /// AVX-512 sums.
+    /// Sub-block scales per 4-value lane of `q` (lane `i` covers `q[4i..4i + 4]`) as i16 in the
+    /// low half of an i32, for the AVX-512 sums.
     lane_scales: [i32; QK_K / 4],
     /// Sub-block scales (16 for Q6_K, 8 for Q4_K/Q5_K).
     scales: [i32; 16],
@@ -143,7 +143,9 @@ impl Block {
                 (8, 8)
             };
             for sb in 0..n_sub {
-                self.lane_scales[per * sb..per * (sb + 1)].fill(self.scales[sb]);
+                // The scale as an i16 in the low half, zeros above: the form `vpmaddwd` needs.
+                let sc = i32::from(self.scales[sb] as i16 as u16);
+                self.lane_scales[per * sb..per * (sb + 1)].fill(sc);
             }
             for (i, v) in self.per16.iter_mut().enumerate() {
                 // Scales are 6-bit (Q4_K/Q5_K, and their mins) or i8 (Q6_K): they fit.
@@ -198,7 +200,8 @@ impl Block {
     }
 
     /// [`Block::group_sums`] with AVX-512 VNNI: one `vpdpbusd` per 64 values (unsigned codes
-    /// times signed activations, the same exact integers), the sub-block scales applied per lane;
+    /// times signed activations, the same exact integers), the sub-block scales applied per lane
+    /// (Q6_K, whose tiled path wants totals, also gets correct group sums);
     /// `GROUPS: false` leaves the total in `s[0]` and `m[0]` (the other entries zero).
     ///
     /// # Safety
@@ -218,35 +221,63 @@ impl Block {
         // `self.per16` (16 i16) and `a` (4 + 256 + 32 bytes); the caller vouches for the CPU.
         unsafe {
             let aq = a.as_ptr().add(4);
-            let mut tot = _mm512_setzero_si512();
-            for (g, sg) in s.iter_mut().enumerate() {
+            // Per 4-value lane: its dot product (|dp| <= 4·63·127 < 2^15, so its low 16 bits
+            // are the value as an i16) times the sub-block scale, by `vpmaddwd` (the scale's
+            // high 16 bits are zero): exact, cheaper than `vpmulld`.
+            let mut v = [_mm512_setzero_si512(); 4];
+            for (g, vg) in v.iter_mut().enumerate() {
                 let w = _mm512_loadu_si512(self.q.as_ptr().add(64 * g).cast());
                 let x = _mm512_loadu_si512(aq.add(64 * g).cast());
                 let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
                 let sc = _mm512_loadu_si512(self.lane_scales.as_ptr().add(16 * g).cast());
-                let v = _mm512_mullo_epi32(dp, sc);
-                if GROUPS {
-                    *sg = _mm512_reduce_add_epi32(v);
-                } else {
-                    tot = _mm512_add_epi32(tot, v);
-                }
+                *vg = _mm512_madd_epi16(dp, sc);
             }
-            if !GROUPS {
-                *s = [_mm512_reduce_add_epi32(tot), 0, 0, 0];
-            }
-            // Per 16 values: bsum times its sub-block's scale (Q6_K) or min, summed in pairs.
+            // Per 16 values: bsum times its sub-block's scale (Q6_K) or min, in pairs (8 lanes).
             let bs = _mm256_loadu_si256(aq.add(QK_K).cast());
             let per = _mm256_madd_epi16(bs, _mm256_loadu_si256(self.per16.as_ptr().cast()));
-            let mut lanes = [0i32; 8];
-            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), per);
-            if ty == GgmlType::Q6_K {
-                // Q6_K runs the tiled path only: totals.
-                s[0] -= 32 * lanes.iter().sum::<i32>();
-                *m = [0; 4];
-            } else if GROUPS {
-                *m = [0, 1, 2, 3].map(|g| lanes[2 * g] + lanes[2 * g + 1]);
+            let half = |z: __m512i| {
+                _mm256_add_epi32(
+                    _mm512_castsi512_si256(z),
+                    _mm512_extracti64x4_epi64::<1>(z),
+                )
+            };
+            if GROUPS {
+                // Four group sums at once: halves, then pairwise adds across the groups.
+                let h01 = _mm256_hadd_epi32(half(v[0]), half(v[1]));
+                let h23 = _mm256_hadd_epi32(half(v[2]), half(v[3]));
+                let h = _mm256_hadd_epi32(h01, h23);
+                let sg = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                _mm_storeu_si128(s.as_mut_ptr().cast(), sg);
+                // Groups g: `per` lanes 2g, 2g + 1.
+                let p = _mm256_hadd_epi32(per, per);
+                let mg = _mm_unpacklo_epi64(
+                    _mm256_castsi256_si128(p),
+                    _mm256_extracti128_si256::<1>(p),
+                );
+                _mm_storeu_si128(m.as_mut_ptr().cast(), mg);
+                if ty == GgmlType::Q6_K {
+                    // Q6_K's offset: 32 · Σ scale·bsum, per group.
+                    let c = _mm_slli_epi32::<5>(mg);
+                    _mm_storeu_si128(s.as_mut_ptr().cast(), _mm_sub_epi32(sg, c));
+                    *m = [0; 4];
+                }
             } else {
-                *m = [lanes.iter().sum(), 0, 0, 0];
+                // Both totals at once: lane 0 the scaled sums, lane 1 the `per` sum.
+                let t = half(_mm512_add_epi32(
+                    _mm512_add_epi32(v[0], v[1]),
+                    _mm512_add_epi32(v[2], v[3]),
+                ));
+                let h = _mm256_hadd_epi32(t, per);
+                let h = _mm256_hadd_epi32(h, h);
+                let r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                let (st, pt) = (_mm_cvtsi128_si32(r), _mm_extract_epi32::<1>(r));
+                if ty == GgmlType::Q6_K {
+                    *s = [st - 32 * pt, 0, 0, 0];
+                    *m = [0; 4];
+                } else {
+                    *s = [st, 0, 0, 0];
+                    *m = [pt, 0, 0, 0];
+                }
             }
         }
     }
