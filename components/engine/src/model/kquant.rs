@@ -236,10 +236,7 @@ impl Block {
             let bs = _mm256_loadu_si256(aq.add(QK_K).cast());
             let per = _mm256_madd_epi16(bs, _mm256_loadu_si256(self.per16.as_ptr().cast()));
             let half = |z: __m512i| {
-                _mm256_add_epi32(
-                    _mm512_castsi512_si256(z),
-                    _mm512_extracti64x4_epi64::<1>(z),
-                )
+                _mm256_add_epi32(_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64::<1>(z))
             };
             if GROUPS {
                 // Four group sums at once: halves, then pairwise adds across the groups.
@@ -250,10 +247,8 @@ impl Block {
                 _mm_storeu_si128(s.as_mut_ptr().cast(), sg);
                 // Groups g: `per` lanes 2g, 2g + 1.
                 let p = _mm256_hadd_epi32(per, per);
-                let mg = _mm_unpacklo_epi64(
-                    _mm256_castsi256_si128(p),
-                    _mm256_extracti128_si256::<1>(p),
-                );
+                let mg =
+                    _mm_unpacklo_epi64(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
                 _mm_storeu_si128(m.as_mut_ptr().cast(), mg);
                 if ty == GgmlType::Q6_K {
                     // Q6_K's offset: 32 · Σ scale·bsum, per group.

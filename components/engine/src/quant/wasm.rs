@@ -486,9 +486,8 @@ fn offset_lanes<const OFF: i8>(y: v128) -> v128 {
 }
 
 /// [`dot4_i8`] of `u - OFF` and `y` (see [`rows_q8_0`]); `c` from [`offset_lanes`]. With relaxed
-/// SIMD: `OFF > 0` dots the unsigned values and adds the offset's share (exact: `u < 128`);
-/// `OFF = 0` moves the sign of `u` onto `y` (x86's `maddubs(|u|, sign(y, u))`, as ggml's AVX2
-/// kernels do; activations are never -128).
+/// SIMD, `OFF > 0` dots the unsigned values and adds the offset's share (exact under every
+/// lowering of the relaxed dot: `u < 128`).
 #[inline(always)]
 fn dot4_off<const OFF: i8>(u: v128, y: v128, c: v128) -> v128 {
     #[cfg(target_feature = "relaxed-simd")]
@@ -496,9 +495,10 @@ fn dot4_off<const OFF: i8>(u: v128, y: v128, c: v128) -> v128 {
         if OFF != 0 {
             i32x4_relaxed_dot_i8x16_i7x16_add(y, u, c)
         } else {
-            let ys = v128_bitselect(i8x16_neg(y), y, i8x16_lt(u, i8x16_splat(0)));
+            // Q8_0 weights may be -128, whose magnitude is not a 7-bit operand (lowerings that
+            // read it as signed would differ): the exact i16 products.
             let _ = c;
-            i32x4_relaxed_dot_i8x16_i7x16_add(ys, i8x16_abs(u), i32x4_splat(0))
+            dot4_i8(u, y)
         }
     }
     #[cfg(not(target_feature = "relaxed-simd"))]
