@@ -38,6 +38,14 @@ CARGO_ENCODED_RUSTFLAGS="-Ctarget-feature=+simd128,+relaxed-simd" \
 CARGO_TARGET_WASM32_WASIP2_RUNNER="$target_dir/release/wasi-run --dir $PWD --dir $CHORD_MODELS_DIR" \
     cargo test -p chord-engine --target wasm32-wasip2 --release --target-dir "$target_dir/relaxed-tests"
 
+if command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null \
+    || command -v apt-get >/dev/null; then
+    echo "== test: engine on aarch64 (NEON kernels), cross-built, run under qemu-user"
+    scripts/test-aarch64.sh
+else
+    echo "== skipped: aarch64 tests (no qemu-aarch64 and no apt-get to fetch it)"
+fi
+
 if command -v wasmtime >/dev/null; then
     echo "== test: chord-standalone.wasm under \`wasmtime run\` ($(wasmtime --version))"
     models=$(dirname "$smollm2")
