@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 LAYERS=${1:-10}
 R=${2:-3}
 N=${3:-16}
-CHORD=./target/release/chord
+CHORD=${CHORD:-./target/release/chord}
 DIR=${CHORD_BENCH_DIR:-target/bench-memory64}
 mkdir -p "$DIR"
 M="$DIR/llama-4g-${LAYERS}l-q4_0.gguf"
