@@ -520,12 +520,15 @@ fn dot_f16(a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
 /// `x = silu(x) * g` (`ggml_swiglu_split`; `ggml_v_silu` = x / (1 + e^-x) with ggml's e^x).
 pub(crate) fn swiglu(x: &mut [f32], g: &[f32]) {
     let n = x.len().min(g.len());
-    let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
+    let i = if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
         // SAFETY: AVX2 is the backend in use only where the CPU has AVX2 and FMA.
-        i = unsafe { avx2::swiglu(&mut x[..n], &g[..n]) };
-    }
+        unsafe { avx2::swiglu(&mut x[..n], &g[..n]) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let i = 0;
     for (a, &b) in x[i..n].iter_mut().zip(&g[i..n]) {
         *a = *a / (1.0 + expf(0.0 - *a)) * b;
     }
@@ -533,12 +536,15 @@ pub(crate) fn swiglu(x: &mut [f32], g: &[f32]) {
 
 /// `v = e^(v - m)` (ggml's e^x, see [`expf`]) for every value.
 pub(crate) fn exp_sub(v: &mut [f32], m: f32) {
-    let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
+    let i = if crate::quant::Backend::best() == crate::quant::Backend::Avx2 {
         // SAFETY: AVX2 is the backend in use only where the CPU has AVX2 and FMA.
-        i = unsafe { avx2::exp_sub(v, m) };
-    }
+        unsafe { avx2::exp_sub(v, m) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let i = 0;
     for x in &mut v[i..] {
         *x = expf(*x - m);
     }

@@ -624,6 +624,7 @@ pub type VecDot4x4Fn = fn(n: usize, w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 
 
 /// Defines the AVX-512 VNNI entries of a Q8_0-family type or Q4_1 (`$path::vec_dot_x4_vnni::<T>`):
 /// four rows with one, two and four activation rows, after checking lengths.
+#[cfg(target_arch = "x86_64")]
 macro_rules! vnni_entries {
     ($x1:ident, $x2:ident, $x4:ident, $B:ty, $path:path) => {
         #[cfg(target_arch = "x86_64")]
