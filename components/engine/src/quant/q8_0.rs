@@ -209,23 +209,13 @@ pub(crate) mod avx2 {
         hsum_float_8(acc)
     }
 
-    /// This block's 32 values as signed bytes, as [`vec_dot`] decodes them.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn qx(xb: &BlockQ8_0) -> __m256i {
-        {
-            // SAFETY: `qs` is 32 bytes.
-            unsafe { load256(xb.qs.as_ptr()) }
-        }
-    }
-
     /// Four rows, one activation row: [`vec_dot`] of each, bit for bit (see [`rows_q8_0`]).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_x4(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        rows_q8_0(x, [y], |xb| qx(xb))[0]
+        rows_q8_0::<_, 1, 0>(x, [y], |xb| qu(xb))[0]
     }
 
     /// Four rows, two activation rows (prefill): [`vec_dot`] of each pair, bit for bit.
@@ -234,10 +224,10 @@ pub(crate) mod avx2 {
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_x4t2(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
-        rows_q8_0(x, y, |xb| qx(xb))
+        rows_q8_0::<_, 2, 0>(x, y, |xb| qu(xb))
     }
 
-    /// This block's values as `u` with `qx = u - 0` (see [`rows_q8_0_vnni`]).
+    /// This block's values as `u` with `qx = u - 0` (see [`rows_q8_0`]).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn qu(xb: &BlockQ8_0) -> __m256i {

@@ -201,53 +201,27 @@ pub(crate) fn get_scale_shuffle(i: usize) -> __m128i {
 
 /// Four weight rows against `T` Q8_0 activation rows, for the block types whose dot product with
 /// Q8_0 is ggml's `d_x·d_y · Σ qx·qy` per block (`ggml_vec_dot_q{4_0,5_0,8_0}_q8_0`, AVX2
-/// branch): `d` is the block's first field and `qx` decodes its 32 values to signed bytes. Each
-/// (row, token) result is the one-row kernel's bit for bit: the rows and tokens are only
-/// interleaved (independent FMA chains, four weight streams read at once, each block decoded once
-/// for all `T` tokens), and the weights are prefetched [`PREFETCH_AHEAD`] bytes ahead.
+/// branch): `d` is the block's first field and `qu` decodes its 32 values to bytes `u` with
+/// `qx = u - OFF`: unsigned for `OFF > 0` (Q4_0: 8, Q5_0: 16), the signed values for `OFF = 0`
+/// (Q8_0). Each (row, token) result is the one-row kernel's bit for bit: the rows and tokens are
+/// only interleaved (independent FMA chains, four weight streams read at once, each block decoded
+/// once for all `T` tokens), and the weights are prefetched [`PREFETCH_AHEAD`] bytes ahead.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn rows_q8_0<B, const T: usize>(
+pub(crate) fn rows_q8_0<B, const T: usize, const OFF: i8>(
     x: [&[B]; 4],
     y: [&[BlockQ8_0]; T],
-    qx: impl Fn(&B) -> __m256i,
+    qu: impl Fn(&B) -> __m256i,
 ) -> [[f32; 4]; T] {
-    let mut acc = [[_mm256_setzero_ps(); 4]; T];
-    let nb = x
-        .iter()
-        .map(|r| r.len())
-        .chain(y.iter().map(|r| r.len()))
-        .min()
-        .unwrap_or(0);
-    for i in 0..nb {
-        let mut dy = [0.0f32; T];
-        let mut qy = [_mm256_setzero_si256(); T];
-        for t in 0..T {
-            dy[t] = h2f_first(&y[t][i]);
-            // SAFETY: `qs` is 32 bytes.
-            qy[t] = unsafe { load256(y[t][i].qs.as_ptr()) };
-        }
-        for j in 0..4 {
-            let xb = &x[j][i];
-            _mm_prefetch::<_MM_HINT_T0>((xb as *const B).cast::<i8>().wrapping_add(PREFETCH_AHEAD));
-            let dx = h2f_first(xb);
-            let q = qx(xb);
-            for t in 0..T {
-                let p = mul_sum_i8_pairs_float(q, qy[t]);
-                acc[t][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t]), p, acc[t][j]);
-            }
-        }
-    }
-    acc.map(|a| [0, 1, 2, 3].map(|j| hsum_float_8(a[j])))
+    // SAFETY: AVX2, FMA and F16C are enabled here.
+    unsafe { rows_q8_0_impl::<B, T, OFF, false>(x, y, qu) }
 }
 
-/// [`rows_q8_0`] with AVX-512 VNNI (256-bit, `vpdpbusd`) integer sums: `qu` decodes a block to
-/// bytes `u` with `qx = u - OFF`, unsigned for `OFF > 0` (Q4_0: 8, Q5_0: 16) and the signed values
-/// for `OFF = 0` (Q8_0). Lane k of `vpdpbusd(c, u, y)` is `Σ_{t<4} u[4k+t]·y[4k+t] + c[k]`: with
-/// `c = -OFF·Σ y` (per lane, once per activation block) that is exactly the lane AVX2's
-/// `mul_sum_i8_pairs_float` converts; Q8_0 moves the sign of `x` onto `y` as that function does
-/// (its i16 pair sums never saturate: activations are -127..=127). So each (row, token) result is
-/// [`rows_q8_0`]'s, bit for bit.
+/// [`rows_q8_0`] with AVX-512 VNNI (256-bit, `vpdpbusd`) integer sums. Lane k of
+/// `vpdpbusd(c, u, y)` is `Σ_{t<4} u[4k+t]·y[4k+t] + c[k]`: with `c = -OFF·Σ y` (per lane, once per
+/// activation block) that is exactly the lane AVX2's `mul_sum_i8_pairs_float` converts; Q8_0
+/// moves the sign of `x` onto `y` as that function does (its i16 pair sums never saturate:
+/// activations are -127..=127). So each (row, token) result is [`rows_q8_0`]'s, bit for bit.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) fn rows_q8_0_vnni<B, const T: usize, const OFF: i8>(
@@ -255,44 +229,69 @@ pub(crate) fn rows_q8_0_vnni<B, const T: usize, const OFF: i8>(
     y: [&[BlockQ8_0]; T],
     qu: impl Fn(&B) -> __m256i,
 ) -> [[f32; 4]; T] {
-    let mut acc = [[_mm256_setzero_ps(); 4]; T];
-    let nb = x
-        .iter()
-        .map(|r| r.len())
-        .chain(y.iter().map(|r| r.len()))
-        .min()
-        .unwrap_or(0);
-    let zero = _mm256_setzero_si256();
-    for i in 0..nb {
-        let mut dy = [0.0f32; T];
-        let mut qy = [zero; T];
-        let mut c = [zero; T];
-        for t in 0..T {
-            dy[t] = h2f_first(&y[t][i]);
-            // SAFETY: `qs` is 32 bytes.
-            qy[t] = unsafe { load256(y[t][i].qs.as_ptr()) };
-            if OFF != 0 {
-                let sums = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), qy[t]);
-                c[t] = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-i32::from(OFF)));
-            }
-        }
-        for j in 0..4 {
-            let xb = &x[j][i];
-            _mm_prefetch::<_MM_HINT_T0>((xb as *const B).cast::<i8>().wrapping_add(PREFETCH_AHEAD));
-            let dx = h2f_first(xb);
-            let u = qu(xb);
+    // SAFETY: all of the body's features are enabled here.
+    unsafe { rows_q8_0_impl::<B, T, OFF, true>(x, y, qu) }
+}
+
+/// The body of [`rows_q8_0`] and [`rows_q8_0_vnni`].
+///
+/// # Safety
+/// Only call from functions that enable AVX2, FMA and F16C, and AVX-512 F/VL/VNNI if `VNNI`.
+#[inline(always)]
+unsafe fn rows_q8_0_impl<B, const T: usize, const OFF: i8, const VNNI: bool>(
+    x: [&[B]; 4],
+    y: [&[BlockQ8_0]; T],
+    qu: impl Fn(&B) -> __m256i,
+) -> [[f32; 4]; T] {
+    // SAFETY: the caller enables the features; the loads read a Q8_0 block's 32 quants.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 4]; T];
+        let nb = x
+            .iter()
+            .map(|r| r.len())
+            .chain(y.iter().map(|r| r.len()))
+            .min()
+            .unwrap_or(0);
+        let zero = _mm256_setzero_si256();
+        for i in 0..nb {
+            let mut dy = [0.0f32; T];
+            let mut qy = [zero; T];
+            let mut c = [zero; T];
             for t in 0..T {
-                let p = if OFF != 0 {
-                    _mm256_dpbusd_epi32(c[t], u, qy[t])
-                } else {
-                    _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(u, u), _mm256_sign_epi8(qy[t], u))
-                };
-                let p = _mm256_cvtepi32_ps(p);
-                acc[t][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t]), p, acc[t][j]);
+                dy[t] = h2f_first(&y[t][i]);
+                qy[t] = load256(y[t][i].qs.as_ptr());
+                if VNNI && OFF != 0 {
+                    let sums = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), qy[t]);
+                    c[t] = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-i32::from(OFF)));
+                }
+            }
+            for j in 0..4 {
+                let xb = &x[j][i];
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (xb as *const B).cast::<i8>().wrapping_add(PREFETCH_AHEAD),
+                );
+                let dx = h2f_first(xb);
+                let u = qu(xb);
+                for t in 0..T {
+                    let p = if !VNNI {
+                        let q = if OFF != 0 {
+                            _mm256_sub_epi8(u, _mm256_set1_epi8(OFF))
+                        } else {
+                            u
+                        };
+                        mul_sum_i8_pairs_float(q, qy[t])
+                    } else if OFF != 0 {
+                        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c[t], u, qy[t]))
+                    } else {
+                        let (au, sy) = (_mm256_sign_epi8(u, u), _mm256_sign_epi8(qy[t], u));
+                        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, au, sy))
+                    };
+                    acc[t][j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t]), p, acc[t][j]);
+                }
             }
         }
+        acc.map(|a| [0, 1, 2, 3].map(|j| hsum_float_8(a[j])))
     }
-    acc.map(|a| [0, 1, 2, 3].map(|j| hsum_float_8(a[j])))
 }
 
 /// Whether the AVX-512 VNNI kernels can run here: AVX2 is the backend in use (a forced scalar
