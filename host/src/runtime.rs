@@ -392,6 +392,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasmtime_error)?;
         bindings::Engine::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)
             .map_err(wasmtime_error)?;
+        crate::store::add_zero_copy_read(&mut linker).map_err(wasmtime_error)?;
 
         let memory_limit = usize::try_from(opts.memory_limit).unwrap_or(usize::MAX);
         let blobs = Arc::new(BlobStore::new(opts.max_read_len));

@@ -184,6 +184,17 @@ impl BlobStore {
 
     /// `len` bytes at `offset` of `blob`, checked against the blob and the per-call limit.
     pub fn read(&self, blob: &BlobHandle, offset: u64, len: u32) -> Result<Vec<u8>, StoreError> {
+        self.read_view(blob, offset, len).map(|b| b.to_vec())
+    }
+
+    /// [`BlobStore::read`] as a view of the map: lowering it into the guest's memory is the only
+    /// copy (a `Vec` would be a second one, and streamed layers are hundreds of MB per token).
+    pub fn read_view(
+        &self,
+        blob: &BlobHandle,
+        offset: u64,
+        len: u32,
+    ) -> Result<bytes::Bytes, StoreError> {
         if len > self.max_read_len {
             return Err(StoreError::TooLarge(self.max_read_len));
         }
@@ -199,16 +210,15 @@ impl BlobStore {
                     bytes.len()
                 ))
             })?;
-        let mut out = Vec::new();
-        out.try_reserve_exact(range.len())
-            .map_err(|_| StoreError::Io(format!("cannot allocate {len} bytes on the host")))?;
-        out.extend_from_slice(&bytes[range]);
         self.counters.reads.fetch_add(1, Relaxed);
         self.counters
             .bytes_served
             .fetch_add(u64::from(len), Relaxed);
         self.count_prefetch_use(blob, offset, offset + u64::from(len));
-        Ok(out)
+        Ok(bytes::Bytes::from_owner(MapRange {
+            file: blob.file.clone(),
+            range,
+        }))
     }
 
     /// Has a background thread read one byte of every page of `start..start + len`, so the page
@@ -308,6 +318,18 @@ pub struct BlobHandle {
     file: Arc<MappedFile>,
 }
 
+/// A range of a mapped file, kept alive by its owner: the bytes of a [`BlobStore::read_view`].
+struct MapRange {
+    file: Arc<MappedFile>,
+    range: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for MapRange {
+    fn as_ref(&self) -> &[u8] {
+        &self.file.map[self.range.clone()]
+    }
+}
+
 impl AsRef<[u8]> for MappedFile {
     fn as_ref(&self) -> &[u8] {
         &self.map
@@ -328,6 +350,27 @@ impl BlobHandle {
 
 // ---------------------------------------------------------------------------------------------
 // The WIT import, on the store context.
+
+/// Replaces the generated `blob.read` (whose bindings return a `Vec<u8>`, one more copy) with one
+/// that lowers a view of the map straight into guest memory. Call after the generated
+/// `add_to_linker`.
+pub(crate) fn add_zero_copy_read(
+    linker: &mut wasmtime::component::Linker<Ctx>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut store = linker.instance("chord:memory64-store/store@0.1.0")?;
+    store.func_wrap(
+        "[method]blob.read",
+        |mut cx: wasmtime::StoreContextMut<'_, Ctx>,
+         (blob, offset, len): (Resource<BlobHandle>, u64, u32)| {
+            let ctx = cx.data_mut();
+            let handle = ctx.table.get(&blob)?;
+            Ok((ctx.blobs.read_view(handle, offset, len),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 impl wit_store::Host for Ctx {
     fn max_read_len(&mut self) -> wasmtime::Result<u32> {
