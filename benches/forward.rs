@@ -22,7 +22,7 @@ use anyhow::Context;
 use chord_benches::{GEMMA3, SMOLLM2, model_path, token};
 use chord_engine::model::{LogitsMode, Model, Session, SessionOptions as NativeOptions};
 use chord_host::compute::cpu::CpuBackend;
-use chord_host::{LoadOptions, Runtime, RuntimeOptions, SessionHandle, SessionOptions};
+use chord_host::{Runtime, SessionHandle};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 
 const PROMPT: u32 = 64;
@@ -61,19 +61,8 @@ impl Target {
     }
 
     fn component(path: &Path, cpu_threads: Option<usize>) -> anyhow::Result<(Target, u32)> {
-        let mut rt = Runtime::new(RuntimeOptions {
-            cpu_threads,
-            ..RuntimeOptions::default()
-        })?;
-        let model = rt.load_model(
-            path,
-            &LoadOptions {
-                context_length: Some(N_CTX),
-                ..LoadOptions::default()
-            },
-        )?;
+        let (mut rt, model, session) = chord_benches::component_session(path, cpu_threads, N_CTX)?;
         let vocab = rt.model_info(&model)?.hyperparameters.vocab_size;
-        let session = rt.new_session(&model, &SessionOptions::default())?;
         Ok((Target::Component(Box::new(rt), session), vocab))
     }
 

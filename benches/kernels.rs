@@ -2,24 +2,12 @@
 //! (n = 4096) for every type, scalar reference vs each SIMD backend available here; and the
 //! activation quantizers. `cargo bench -p chord-benches --bench kernels`.
 
+use chord_benches::data;
 use chord_engine::quant::{Backend, GgmlType, quantize_row, quantize_row_with, vec_dot_fn_for};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 const N: usize = 4096;
-
-/// Deterministic pseudo-random floats (no rand dependency needed).
-fn data(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-        })
-        .collect()
-}
 
 fn quantized(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut q = vec![0u8; ty.row_size(x.len() as u64).unwrap() as usize];

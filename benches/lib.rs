@@ -45,3 +45,30 @@ pub fn token(i: u32, n_vocab: u32) -> u32 {
     let n_vocab = n_vocab.max(2);
     1 + (i.wrapping_mul(2_654_435_761) % (n_vocab - 1))
 }
+
+/// A runtime (the engine component, products on the cpu backend with `cpu_threads` threads, or
+/// in the guest for `None`) with the model at `path` loaded for `n_ctx` positions and one session.
+pub fn component_session(
+    path: &std::path::Path,
+    cpu_threads: Option<usize>,
+    n_ctx: u32,
+) -> chord_host::Result<(
+    chord_host::Runtime,
+    chord_host::ModelHandle,
+    chord_host::SessionHandle,
+)> {
+    use chord_host::{LoadOptions, Runtime, RuntimeOptions, SessionOptions};
+    let mut rt = Runtime::new(RuntimeOptions {
+        cpu_threads,
+        ..RuntimeOptions::default()
+    })?;
+    let model = rt.load_model(
+        path,
+        &LoadOptions {
+            context_length: Some(n_ctx),
+            ..LoadOptions::default()
+        },
+    )?;
+    let session = rt.new_session(&model, &SessionOptions::default())?;
+    Ok((rt, model, session))
+}

@@ -36,7 +36,7 @@ use chord_engine::model::{
 use chord_engine::quant::GgmlType;
 use chord_host::compute::cpu::CpuBackend;
 use chord_host::synth::{SynthSpec, write_synth};
-use chord_host::{LoadOptions, Runtime, RuntimeOptions, SessionHandle, SessionOptions};
+use chord_host::{Runtime, SessionHandle};
 use criterion::Criterion;
 
 const LAYERS: [u64; 2] = [1, 17];
@@ -152,18 +152,7 @@ impl Target {
 }
 
 fn component(path: &Path) -> chord_host::Result<Target> {
-    let mut rt = Runtime::new(RuntimeOptions {
-        cpu_threads: Some(1),
-        ..RuntimeOptions::default()
-    })?;
-    let model = rt.load_model(
-        path,
-        &LoadOptions {
-            context_length: Some(N_CTX),
-            ..LoadOptions::default()
-        },
-    )?;
-    let session = rt.new_session(&model, &SessionOptions::default())?;
+    let (rt, _model, session) = chord_benches::component_session(path, Some(1), N_CTX)?;
     Ok(Target::Component(Box::new(rt), session))
 }
 

@@ -336,7 +336,7 @@ pub(crate) fn matmul(
     tmp: &mut [f32],
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    if vnni_available() {
+    if crate::quant::vnni_available() {
         // SAFETY: checked just above.
         return unsafe { matmul_vnni(path, w, x, n, rows, out, tmp) };
     }
@@ -346,16 +346,6 @@ pub(crate) fn matmul(
         return unsafe { matmul_avx2(path, w, x, n, rows, out, tmp) };
     }
     matmul_impl::<false, false>(path, w, x, n, rows, out, tmp)
-}
-
-/// Whether the AVX-512 VNNI sums can run here (and the engine's AVX2 kernels are in use: a
-/// forced scalar backend stays scalar). Not AMX: these VMs advertise it but fault on it.
-#[cfg(target_arch = "x86_64")]
-fn vnni_available() -> bool {
-    crate::quant::Backend::best() == crate::quant::Backend::Avx2
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// [`matmul`] compiled for AVX2: the integer sums vectorized, the FMAs single instructions.
@@ -562,7 +552,10 @@ mod tests {
                     // SAFETY: `best` is AVX2 only where the CPU has AVX2 and FMA.
                     unsafe { matmul_avx2(path, &w, &xb, n, 0..m, &mut avx2, &mut tmp) }.unwrap();
                     assert_eq!(bits(&avx2), bits(&scalar), "{ty:?} {path:?} AVX2");
-                    println!("{ty:?} {path:?}: VNNI sums {}", vnni_available());
+                    println!(
+                        "{ty:?} {path:?}: VNNI sums {}",
+                        crate::quant::vnni_available()
+                    );
                 }
                 let mut part = vec![0f32; n * 8];
                 matmul(path, &w, &xb, n, 8..16, &mut part, &mut tmp).unwrap();

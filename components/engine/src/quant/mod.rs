@@ -635,7 +635,7 @@ macro_rules! vnni_entries {
             match (ws, acts.iter().all(Option::is_some)) {
                 ([Some(w0), Some(w1), Some(w2), Some(w3)], true) => {
                     let acts = acts.map(|a| a.unwrap_or_default());
-                    // SAFETY: handed out by `vec_dot4*_fn` only where `x86::vnni_available()`.
+                    // SAFETY: handed out by `vec_dot4*_fn` only where `vnni_available()`.
                     unsafe { k::vec_dot_x4_vnni::<T>([w0, w1, w2, w3], acts) }
                 }
                 _ => [[f32::NAN; 4]; T],
@@ -677,11 +677,17 @@ mod vnni_q8_0 {
     vnni_entries!(x1, x2, x4, BlockQ8_0, q8_0::avx2);
 }
 
+/// Whether the AVX-512 VNNI kernels (the four-row ones here, the K-quant path's) can run here.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vnni_available() -> bool {
+    x86::vnni_available()
+}
+
 /// The AVX-512 VNNI kernels of `ty` (one, two and four tokens), where they run here.
 #[allow(clippy::type_complexity)]
 fn vnni_fns(ty: GgmlType) -> Option<(VecDot4Fn, VecDot4x2Fn, VecDot4x4Fn)> {
     #[cfg(target_arch = "x86_64")]
-    if x86::vnni_available() {
+    if vnni_available() {
         return match ty {
             GgmlType::Q4_0 => Some((vnni_q4_0::x1, vnni_q4_0::x2, vnni_q4_0::x4)),
             GgmlType::Q4_1 => Some((vnni_q4_1::x1, vnni_q4_1::x2, vnni_q4_1::x4)),

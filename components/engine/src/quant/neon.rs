@@ -179,3 +179,17 @@ pub(crate) fn nibbles(qs: &[u8; 16]) -> (uint8x16_t, uint8x16_t) {
     let v = unsafe { ld_u8(qs.as_ptr()) };
     (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v))
 }
+
+/// The shared start of the Q4_K and Q5_K kernels (`ggml_vec_dot_q{4,5}_K_q8_K`, NEON): the
+/// block's eight 6-bit scales, and `Σ min·Σ a` over its sub-blocks from the Q8_K block sums.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn k4_scales_min_sum(scales: &[u8; 12], bsums: &[u8; 32]) -> ([u8; 8], i32) {
+    // SAFETY: `bsums` is 32 bytes.
+    let (b0, b1) = unsafe { (ld_s16(bsums.as_ptr()), ld_s16(bsums.as_ptr().add(16))) };
+    // Sums of 32 quants, one per sub-block, against the 8 mins.
+    let q8sums = vpaddq_s16(b0, b1);
+    let (scales, mins) = super::k_common::unpack_scales_mins_k4(scales);
+    let mins = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(mins))));
+    (scales, vaddvq_s32(madd_i16(q8sums, mins)))
+}

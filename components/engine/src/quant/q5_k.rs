@@ -397,13 +397,7 @@ pub(crate) mod neon {
         for (xb, yb) in x.iter().zip(y) {
             let d = yb.d() * h2f(xb.d);
             let dmin = yb.d() * h2f(xb.dmin);
-            // SAFETY: `bsums` is 32 bytes.
-            let (b0, b1) =
-                unsafe { (ld_s16(yb.bsums.as_ptr()), ld_s16(yb.bsums.as_ptr().add(16))) };
-            let q8sums = vpaddq_s16(b0, b1);
-            let (scales, mins) = unpack_scales_mins_k4(&xb.scales);
-            let mins = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(mins))));
-            let sumi_mins = vaddvq_s32(madd_i16(q8sums, mins));
+            let (scales, sumi_mins) = k4_scales_min_sum(&xb.scales, &yb.bsums);
 
             let (q5, q8) = (xb.qs.as_ptr(), yb.qs.as_ptr());
             // SAFETY: `qh` is 32 bytes.
