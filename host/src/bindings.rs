@@ -12,6 +12,7 @@ wasmtime::component::bindgen!({
     with: {
         "chord:memory64-store/store.blob": crate::store::BlobHandle,
         "chord:compute/compute.matrix": crate::compute::HostMatrix,
+        "chord:compute/compute.kv-cache": crate::compute::HostKvCache,
     },
 });
 

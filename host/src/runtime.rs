@@ -68,8 +68,10 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 4 << 30;
 /// How to start a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Most bytes of linear memory the guest may grow to; an allocation beyond it fails inside the
-    /// guest (and becomes an `out-of-memory` error where the engine allocates fallibly).
+    /// Most bytes the guest may hold: its linear memory plus the KV caches it keeps on the host's
+    /// compute device. An allocation beyond it fails inside the guest (and becomes an
+    /// `out-of-memory` error where the engine allocates fallibly); a KV cache beyond it is an
+    /// `out-of-memory` error of `kv-cache.create`.
     pub memory_limit: u64,
     /// Where compiled code is cached (`<dir>/compiled/`); `None`: compile on every start.
     pub cache_dir: Option<PathBuf>,
@@ -182,13 +184,18 @@ pub struct Ctx {
     pub(crate) blobs: Arc<BlobStore>,
     /// The CPU compute backend offered to the guest as device 0, if any.
     pub(crate) cpu: Option<Arc<crate::compute::cpu::CpuBackend>>,
-    limits: GuestLimits,
+    pub(crate) limits: GuestLimits,
 }
 
-/// Caps the guest's linear memory and records how large it grew.
-struct GuestLimits {
+/// Caps what the guest holds (its linear memory and its KV caches on the host) and records how
+/// large its memory grew.
+pub(crate) struct GuestLimits {
     memory_limit: usize,
     memory_peak: usize,
+    /// The linear memory's size now.
+    memory_current: usize,
+    /// Bytes of the guest's KV caches on the compute device.
+    device_bytes: usize,
     /// Whether a growth was refused: a trap after that is most likely the guest running out of
     /// memory in an allocation it could not handle (e.g. the canonical ABI's `cabi_realloc`).
     refused: bool,
@@ -203,10 +210,11 @@ impl ResourceLimiter for GuestLimits {
     ) -> wasmtime::Result<bool> {
         // Refusing makes `memory.grow` return -1: the guest's allocator reports failure, which the
         // engine's fallible allocations turn into an `out-of-memory` error.
-        if desired > self.memory_limit {
+        if desired.saturating_add(self.device_bytes) > self.memory_limit {
             self.refused = true;
             return Ok(false);
         }
+        self.memory_current = desired;
         self.memory_peak = self.memory_peak.max(desired);
         Ok(true)
     }
@@ -218,6 +226,33 @@ impl ResourceLimiter for GuestLimits {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(true)
+    }
+}
+
+impl GuestLimits {
+    /// Takes `bytes` of device memory for the guest, if the limit leaves room for them.
+    pub(crate) fn charge_device(&mut self, bytes: usize) -> Result<(), String> {
+        let total = self
+            .memory_current
+            .saturating_add(self.device_bytes)
+            .saturating_add(bytes);
+        if total > self.memory_limit {
+            return Err(format!(
+                "{} MiB more would take the engine past its {} MiB limit ({} MiB of memory, {} MiB \
+                 of KV caches on the host)",
+                bytes.div_ceil(1 << 20),
+                self.memory_limit >> 20,
+                self.memory_current >> 20,
+                self.device_bytes >> 20
+            ));
+        }
+        self.device_bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back device memory taken by [`GuestLimits::charge_device`].
+    pub(crate) fn release_device(&mut self, bytes: usize) {
+        self.device_bytes = self.device_bytes.saturating_sub(bytes);
     }
 }
 
@@ -411,6 +446,8 @@ impl Runtime {
             limits: GuestLimits {
                 memory_limit,
                 memory_peak: 0,
+                memory_current: 0,
+                device_bytes: 0,
                 refused: false,
             },
         };

@@ -481,3 +481,131 @@ fn guest_memory_is_capped() {
     );
     assert!(rt.guest_memory_peak() <= peak / 2);
 }
+
+/// The KV cache on the host's CPU device (`cpu`, 2 threads) and in the guest (`guest`) give the
+/// native engine's logits bit for bit through context shifts and a reset: SmolLM2 in a 40-token
+/// window, fed 100 tokens in chunks (prefill batches and single tokens), plain and flash
+/// attention.
+#[test]
+fn kv_cache_on_the_device_matches_the_engine_through_context_shifts() {
+    use chord_engine::model::{LogitsMode, Model, SessionOptions as NativeOptions};
+    use chord_host::runtime::SessionOptions;
+
+    let path = model_path(SMOLLM2);
+    let src: chord_engine::model::SharedSource =
+        std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+    let gguf = Gguf::read(&*src).unwrap();
+    let native = std::sync::Arc::new(Model::load(src, gguf).unwrap());
+    let tokens: Vec<u32> = (0..100u32).map(|i| (i * 7919 + 13) % 49152).collect();
+    let chunks = [17usize, 1, 1, 30, 1, 25, 1, 1, 23];
+    assert_eq!(chunks.iter().sum::<usize>(), tokens.len());
+    let (n_ctx, keep) = (40u32, 4u32);
+
+    for flash in [false, true] {
+        // What the engine computes natively, its cache in its own memory.
+        let mut s = native
+            .new_session(NativeOptions {
+                n_ctx: n_ctx as usize,
+                context_shift: true,
+                n_keep: keep as usize,
+                flash_attn: flash,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut want = Vec::new();
+        let mut at = 0;
+        for &c in &chunks {
+            let l = s.eval(&tokens[at..at + c], LogitsMode::All).unwrap();
+            want.extend((0..c).map(|i| l.row(i).to_vec()));
+            at += c;
+        }
+
+        for threads in [Some(2), None] {
+            let mut rt = Runtime::new(RuntimeOptions {
+                cache_dir: Some(std::env::temp_dir().join("chord-host-test-cache")),
+                cpu_threads: threads,
+                ..RuntimeOptions::default()
+            })
+            .unwrap();
+            let opts = LoadOptions {
+                context_length: Some(n_ctx),
+                context_shift: true,
+                ..LoadOptions::default()
+            };
+            let m = rt.load_model(&path, &opts).unwrap();
+            let sess = rt
+                .new_session(
+                    &m,
+                    &SessionOptions {
+                        context_length: None,
+                        keep_tokens: keep,
+                        batch_size: None,
+                        flash_attention: flash,
+                    },
+                )
+                .unwrap();
+            for round in 0..2 {
+                let mut at = 0;
+                for &c in &chunks {
+                    let rows = rt.logits(&sess, &tokens[at..at + c], 4).unwrap();
+                    assert_eq!(rows.len(), c);
+                    for (i, r) in rows.iter().enumerate() {
+                        let row = &want[at + i];
+                        for t in &r.top {
+                            assert!(
+                                t.logit.to_bits() == row[t.id as usize].to_bits(),
+                                "flash {flash}, cpu threads {threads:?}, round {round}: \
+                                 position {} token {}: {} vs {}",
+                                at + i,
+                                t.id,
+                                t.logit,
+                                row[t.id as usize]
+                            );
+                        }
+                    }
+                    at += c;
+                }
+                assert!(rt.session_len(&sess).unwrap() <= n_ctx);
+                rt.reset(&sess).unwrap();
+            }
+        }
+    }
+}
+
+/// A KV cache on the host counts against the guest's memory limit: a session whose cache would
+/// pass it is an `out-of-memory` error, a smaller one then opens, and ending sessions gives
+/// their memory back.
+#[test]
+fn kv_caches_on_the_host_count_against_the_memory_limit() {
+    use chord_host::runtime::SessionOptions;
+
+    let path = model_path(SMOLLM2);
+    let mut rt = Runtime::new(RuntimeOptions {
+        cache_dir: Some(std::env::temp_dir().join("chord-host-test-cache")),
+        memory_limit: 256 << 20,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let m = rt.load_model(&path, &LoadOptions::default()).unwrap();
+    let opts = |n: u32| SessionOptions {
+        context_length: Some(n),
+        keep_tokens: 0,
+        batch_size: None,
+        flash_attention: false,
+    };
+    // SmolLM2 keeps 30 layers × 3 heads × (64 + 64) f32 per position: 45 KiB; 8192 positions
+    // take 360 MiB.
+    let e = rt.new_session(&m, &opts(8192)).unwrap_err();
+    println!("a 8192-token session under a 256 MiB limit: {e}");
+    assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+    // Three sessions of 2048 positions (90 MiB each) do not fit together; ending one makes room.
+    let a = rt.new_session(&m, &opts(2048)).unwrap();
+    let b = rt.new_session(&m, &opts(2048)).unwrap();
+    let e = rt.new_session(&m, &opts(2048)).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+    rt.end_session(a).unwrap();
+    let c = rt.new_session(&m, &opts(2048)).unwrap();
+    rt.feed(&c, &[1, 2, 3]).unwrap();
+    rt.end_session(b).unwrap();
+    rt.end_session(c).unwrap();
+}

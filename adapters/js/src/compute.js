@@ -1,7 +1,7 @@
 // `chord:compute/compute` with no devices: the engine computes with its own kernels (WebAssembly
-// SIMD). The engine calls only `devices` while no device is offered; `Matrix` exists because the
-// component imports the resource type, and can never be made (jco turns a thrown value into the
-// `err` of a `result`).
+// SIMD). The engine calls only `devices` while no device is offered; `Matrix` and `KvCache` exist
+// because the component imports the resource types, and can never be made (jco turns a thrown
+// value into the `err` of a `result`).
 
 export function devices() {
   return [];
@@ -13,6 +13,20 @@ export class Matrix {
   }
 
   matmul() {
+    throw { tag: 'no-device', val: 'this compute provider has no devices' };
+  }
+}
+
+export class KvCache {
+  static create(device) {
+    throw { tag: 'no-device', val: `device ${device}: this compute provider has no devices` };
+  }
+
+  attend() {
+    throw { tag: 'no-device', val: 'this compute provider has no devices' };
+  }
+
+  shift() {
     throw { tag: 'no-device', val: 'this compute provider has no devices' };
   }
 }

@@ -18,7 +18,9 @@ mod wit_glue {
     });
 
     use chord::memory64_store::store::Blob;
-    use exports::chord::compute::compute::{self as wit, ComputeError, DeviceInfo, Matrix};
+    use exports::chord::compute::compute::{
+        self as wit, Attention, ComputeError, DeviceInfo, KvCache, KvShape, Matrix, Rope,
+    };
 
     fn no_device(device: u32) -> ComputeError {
         ComputeError::NoDevice(format!(
@@ -32,6 +34,7 @@ mod wit_glue {
 
     impl wit::Guest for Component {
         type Matrix = NoMatrix;
+        type KvCache = NoKvCache;
 
         fn devices() -> Vec<DeviceInfo> {
             Vec::new()
@@ -55,6 +58,38 @@ mod wit_glue {
 
         // No `NoMatrix` exists, so this is never called; it still answers rather than trap.
         fn matmul(&self, _input: Vec<f32>, _n: u32) -> Result<Vec<f32>, ComputeError> {
+            Err(no_device(0))
+        }
+    }
+
+    /// A KV cache that can never be made, like [`NoMatrix`].
+    struct NoKvCache;
+
+    impl wit::GuestKvCache for NoKvCache {
+        fn create(device: u32, _shape: KvShape) -> Result<KvCache, ComputeError> {
+            Err(no_device(device))
+        }
+
+        fn attend(
+            &self,
+            _layer: u32,
+            _attention: Attention,
+            _pos: u32,
+            _n: u32,
+            _q: Vec<f32>,
+            _k: Vec<f32>,
+            _v: Vec<f32>,
+        ) -> Result<Vec<f32>, ComputeError> {
+            Err(no_device(0))
+        }
+
+        fn shift(
+            &self,
+            _n_past: u32,
+            _n_keep: u32,
+            _n_discard: u32,
+            _ropes: Vec<Rope>,
+        ) -> Result<(), ComputeError> {
             Err(no_device(0))
         }
     }

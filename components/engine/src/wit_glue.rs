@@ -194,6 +194,106 @@ impl crate::model::Device for ComputeDevice {
             name: name.to_string(),
         }))
     }
+
+    fn kv_cache(
+        &self,
+        shape: &crate::model::KvShape,
+    ) -> crate::Result<Option<Box<dyn crate::model::DeviceKv>>> {
+        let dim = |v: usize| {
+            u32::try_from(v)
+                .map_err(|_| EngineError::InvalidArgument(format!("KV cache {shape:?}")))
+        };
+        let wit_shape = wit_compute::KvShape {
+            n_layer: dim(shape.n_layer)?,
+            n_ctx: dim(shape.n_ctx)?,
+            n_head_kv: dim(shape.n_head_kv)?,
+            head_dim_k: dim(shape.head_dim_k)?,
+            head_dim_v: dim(shape.head_dim_v)?,
+        };
+        match wit_compute::KvCache::create(self.index, wit_shape) {
+            Ok(kv) => Ok(Some(Box::new(ComputeKv { kv }))),
+            // A device for weights only: the session keeps its cache in guest memory.
+            Err(wit_compute::ComputeError::Unsupported(_)) => Ok(None),
+            Err(e) => Err(compute_error("KV cache", e)),
+        }
+    }
+}
+
+/// A session's KV cache on the compute device.
+struct ComputeKv {
+    kv: wit_compute::KvCache,
+}
+
+// SAFETY: as for `StoreSource`: the component is single-threaded.
+unsafe impl Send for ComputeKv {}
+
+impl crate::model::DeviceKv for ComputeKv {
+    fn attend(
+        &mut self,
+        il: usize,
+        cfg: &crate::model::AttnCfg,
+        pos0: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> crate::Result<()> {
+        let int = |v: usize| {
+            u32::try_from(v).map_err(|_| EngineError::InvalidArgument(format!("attention of {v}")))
+        };
+        let attention = wit_compute::Attention {
+            n_head: int(cfg.n_head)?,
+            kq_scale: cfg.kq_scale,
+            softcap: cfg.softcap,
+            window: int(cfg.window)?,
+            flash: cfg.flash,
+        };
+        let r = self
+            .kv
+            .attend(int(il)?, attention, int(pos0)?, int(n)?, q, k, v)
+            .map_err(|e| compute_error("attention", e))?;
+        if r.len() != out.len() {
+            return Err(EngineError::Compute(format!(
+                "attention: the device returned {} values for {}",
+                r.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(&r);
+        Ok(())
+    }
+
+    fn shift(
+        &mut self,
+        n_past: usize,
+        n_keep: usize,
+        n_discard: usize,
+        ropes: &[crate::model::Rope<'_>],
+    ) -> crate::Result<()> {
+        let int = |v: usize| {
+            u32::try_from(v).map_err(|_| EngineError::InvalidArgument(format!("context shift {v}")))
+        };
+        let ropes = ropes
+            .iter()
+            .map(|r| {
+                Ok(wit_compute::Rope {
+                    n_rot: int(r.n_rot)?,
+                    kind: match r.ty {
+                        crate::model::RopeType::Normal => wit_compute::RopeKind::Normal,
+                        crate::model::RopeType::Neox => wit_compute::RopeKind::Neox,
+                    },
+                    freq_base: r.freq_base,
+                    freq_scale: r.freq_scale,
+                    factors: r.factors.map(<[f32]>::to_vec),
+                    attn_factor: r.attn_factor,
+                })
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        self.kv
+            .shift(int(n_past)?, int(n_keep)?, int(n_discard)?, &ropes)
+            .map_err(|e| compute_error("context shift", e))
+    }
 }
 
 impl crate::model::DeviceMatrix for ComputeMatrix {

@@ -2,6 +2,9 @@
 //! computed by a persistent thread pool ([`super::pool`]) with the engine's native kernels (AVX2 where the CPU has
 //! it, chosen at run time; the scalar reference elsewhere, e.g. aarch64 until NEON lands).
 //!
+//! A session's KV cache lives here too ([`CpuKv`]): its attention runs on the pool, split by
+//! heads and tokens.
+//!
 //! Each product quantizes the activations once (to the weight type's dot-product type, as
 //! llama.cpp does), then splits the weight rows into chunks that the pool's threads take in turn.
 //! A row's result does not depend on which thread computes it or how the rows are chunked, so the
@@ -11,7 +14,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chord_engine::model::{Device, DeviceMatrix, Matrix, matmul_rows};
+use chord_engine::model::{
+    AttnCfg, AttnPart, AttnScratch, Device, DeviceKv, DeviceMatrix, KvCache, KvShape, Matrix, Rope,
+    matmul_rows,
+};
 use chord_engine::quant::{self, GgmlType};
 use chord_engine::{Error, Result};
 
@@ -82,6 +88,14 @@ impl CpuBackend {
         })
     }
 
+    /// A zeroed KV cache of `shape` whose attention runs on this backend's threads.
+    pub fn kv_cache(self: &Arc<Self>, shape: &KvShape) -> Result<CpuKv> {
+        Ok(CpuKv {
+            cache: KvCache::new(shape)?,
+            backend: self.clone(),
+        })
+    }
+
     /// This backend as an engine [`Device`] over one model file's bytes: the native path, which
     /// `chord` uses to measure what the component's calls cost.
     pub fn device(self: &Arc<Self>, bytes: SharedBytes) -> Arc<dyn Device> {
@@ -115,6 +129,10 @@ impl Device for CpuDevice {
             self.bytes.clone(),
             offset,
         )?))
+    }
+
+    fn kv_cache(&self, shape: &KvShape) -> Result<Option<Box<dyn DeviceKv>>> {
+        Ok(Some(Box::new(self.backend.kv_cache(shape)?)))
     }
 }
 
@@ -155,6 +173,13 @@ struct OutPtr(*mut f32);
 // all of them before the slice is used again.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 impl CpuMatrix {
     /// Rows in the matrix.
@@ -275,6 +300,168 @@ impl DeviceMatrix for CpuMatrix {
     }
 }
 
+/// A session's KV cache on the CPU backend.
+pub struct CpuKv {
+    cache: KvCache,
+    backend: Arc<CpuBackend>,
+}
+
+/// Attention work (query heads × visible keys × head values) below which one thread attends
+/// alone: waking the pool costs more than it saves.
+const ATTN_SPLIT_MIN: usize = 1 << 16;
+
+thread_local! {
+    /// This thread's attention buffers, sized for the largest cache it has attended over.
+    static ATTN: RefCell<Option<AttnScratch>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's attention buffers, large enough for `shape`.
+fn with_attn_scratch<R>(
+    shape: &KvShape,
+    f: impl FnOnce(&mut AttnScratch) -> Result<R>,
+) -> Result<R> {
+    ATTN.with_borrow_mut(|slot| {
+        let (n_ctx, hk, hv) = (shape.n_ctx, shape.head_dim_k, shape.head_dim_v);
+        if !slot.as_ref().is_some_and(|s| s.fits(n_ctx, hk, hv)) {
+            *slot = None; // free the old buffers before the new ones are made
+            *slot = Some(AttnScratch::new(n_ctx, hk, hv)?);
+        }
+        match slot {
+            Some(s) => f(s),
+            None => unreachable!("filled above"),
+        }
+    })
+}
+
+impl CpuKv {
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// The shape of the cache.
+    pub fn shape(&self) -> KvShape {
+        self.cache.shape()
+    }
+
+    /// Checks the arguments of an [`DeviceKv::attend`] call (see [`KvCache::check`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_inputs(
+        &self,
+        il: usize,
+        cfg: &AttnCfg,
+        pos0: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<()> {
+        self.cache.check(il, cfg, pos0, n, q, k, v)
+    }
+}
+
+impl DeviceKv for CpuKv {
+    fn attend(
+        &mut self,
+        il: usize,
+        cfg: &AttnCfg,
+        pos0: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.cache.check(il, cfg, pos0, n, q, k, v)?;
+        let (nh, hk, hv) = (cfg.n_head, cfg.head_dim_k, cfg.head_dim_v);
+        if out.len() != n * nh * hv {
+            return Err(Error::InvalidArgument(format!(
+                "{} attention outputs for {n} tokens of {nh} heads of {hv}",
+                out.len()
+            )));
+        }
+        self.cache.store(il, pos0, n, k, v)?;
+        let shape = self.cache.shape();
+        let cache = &self.cache;
+        let threads = self.backend.threads;
+        let work = n * (pos0 + n) * nh * (hk + hv);
+        if threads == 1 || work < ATTN_SPLIT_MIN {
+            return with_attn_scratch(&shape, |s| {
+                cache.attend(il, cfg, q, pos0, n, &AttnPart::all(n, nh), s, out)
+            });
+        }
+        // Items of one head × a block of tokens, taken in turn by every thread: later tokens
+        // see more keys, and the queue evens that out.
+        let blocks = (threads * CHUNKS_PER_THREAD).div_ceil(nh).min(n);
+        let tb = n.div_ceil(blocks);
+        let blocks = n.div_ceil(tb);
+        let n_items = nh * blocks;
+        let ptr = OutPtr(out.as_mut_ptr());
+        let next = AtomicUsize::new(0);
+        let failed = std::sync::Mutex::new(None);
+        let job = || {
+            let r = with_attn_scratch(&shape, |s| {
+                SCRATCH.with_borrow_mut(|ts| -> Result<()> {
+                    grow(&mut ts.out, tb * hv, "attention scratch")?;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n_items {
+                            return Ok(());
+                        }
+                        let (h, t0) = (i / blocks, (i % blocks) * tb);
+                        let tn = tb.min(n - t0);
+                        let o = &mut ts.out[..tn * hv];
+                        let part = AttnPart {
+                            tokens: t0..t0 + tn,
+                            heads: h..h + 1,
+                        };
+                        cache.attend(il, cfg, q, pos0, n, &part, s, o)?;
+                        for t in 0..tn {
+                            // SAFETY: head `h` of token `t0 + t` (hv values inside the n x nh x
+                            // hv output) belongs to this item alone.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    o.as_ptr().add(t * hv),
+                                    ptr.get().add(((t0 + t) * nh + h) * hv),
+                                    hv,
+                                );
+                            }
+                        }
+                    }
+                })
+            });
+            if let Err(e) = r
+                && let Ok(mut f) = failed.lock()
+            {
+                f.get_or_insert(e);
+            }
+        };
+        let finished = self.backend.pool.run(&job);
+        match failed.into_inner() {
+            Ok(Some(e)) => Err(e),
+            Ok(None) if finished => Ok(()),
+            _ => Err(Error::InvalidArgument("a CPU thread panicked".into())),
+        }
+    }
+
+    fn shift(
+        &mut self,
+        n_past: usize,
+        n_keep: usize,
+        n_discard: usize,
+        ropes: &[Rope<'_>],
+    ) -> Result<()> {
+        let n_layer = self.cache.shape().n_layer;
+        if ropes.len() != n_layer {
+            return Err(Error::InvalidArgument(format!(
+                "{} RoPE configurations for {n_layer} layers",
+                ropes.len()
+            )));
+        }
+        self.cache.shift(n_past, n_keep, n_discard, |il| ropes[il])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +544,180 @@ mod tests {
         let mut out = vec![0.0; 2];
         assert!(w.matmul(&[0.0; 31], 1, &mut out).is_err());
         assert!(w.matmul(&[0.0; 32], 1, &mut out[..1]).is_err());
+    }
+
+    /// The cache's attention on 1 to 3 threads against the engine's own cache attending on
+    /// one thread, bit for bit: prefill batches and single tokens, plain and flash, grouped
+    /// heads, a sliding window and a soft-cap; then a context shift on both.
+    #[test]
+    fn kv_attention_on_threads_matches_the_engine() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let shape = KvShape {
+            n_layer: 2,
+            n_ctx: 160,
+            n_head_kv: 2,
+            head_dim_k: 64,
+            head_dim_v: 64,
+        };
+        let (nh, hk, hv) = (6, shape.head_dim_k, shape.head_dim_v);
+        let all = |n| AttnPart::all(n, nh);
+        for (flash, softcap, window) in [(false, None, 0), (true, None, 0), (false, Some(30.0), 40)]
+        {
+            let cfg = AttnCfg {
+                n_head: nh,
+                n_head_kv: shape.n_head_kv,
+                head_dim_k: hk,
+                head_dim_v: hv,
+                kq_scale: 0.125,
+                softcap,
+                window,
+                flash,
+            };
+            let mut want_kv = KvCache::new(&shape).unwrap();
+            let mut scratch = AttnScratch::new(shape.n_ctx, hk, hv).unwrap();
+            let mut caches: Vec<CpuKv> = [1, 2, 3]
+                .map(|t| CpuBackend::new(t).unwrap().kv_cache(&shape).unwrap())
+                .into();
+            let mut pos = 0;
+            // A 70-token prompt (the tiled flash kernel), then single tokens.
+            for n in [70, 1, 1, 5, 1] {
+                for il in 0..shape.n_layer {
+                    let q: Vec<f32> = (0..n * nh * hk).map(|_| rnd()).collect();
+                    let k: Vec<f32> = (0..n * 2 * hk).map(|_| rnd()).collect();
+                    let v: Vec<f32> = (0..n * 2 * hv).map(|_| rnd()).collect();
+                    let mut want = vec![0.0; n * nh * hv];
+                    want_kv.store(il, pos, n, &k, &v).unwrap();
+                    want_kv
+                        .attend(il, &cfg, &q, pos, n, &all(n), &mut scratch, &mut want)
+                        .unwrap();
+                    for c in &mut caches {
+                        let mut got = vec![f32::NAN; n * nh * hv];
+                        c.attend(il, &cfg, pos, n, &q, &k, &v, &mut got).unwrap();
+                        let diff = got
+                            .iter()
+                            .zip(&want)
+                            .position(|(a, b)| a.to_bits() != b.to_bits());
+                        assert_eq!(diff, None, "{cfg:?} n={n} at {pos}: first difference");
+                    }
+                }
+                pos += n;
+            }
+            // Drop 30 positions after the first 4 on both; the next token must agree again.
+            let rope = Rope {
+                n_rot: 32,
+                ty: chord_engine::model::RopeType::Neox,
+                freq_base: 10000.0,
+                freq_scale: 1.0,
+                factors: None,
+                attn_factor: 1.0,
+            };
+            want_kv.shift(pos, 4, 30, |_| rope).unwrap();
+            for c in &mut caches {
+                c.shift(pos, 4, 30, &[rope, rope]).unwrap();
+                assert!(
+                    c.shift(pos, 4, 30, &[rope]).is_err(),
+                    "one RoPE for two layers"
+                );
+            }
+            pos -= 30;
+            let q: Vec<f32> = (0..nh * hk).map(|_| rnd()).collect();
+            let k: Vec<f32> = (0..2 * hk).map(|_| rnd()).collect();
+            let v: Vec<f32> = (0..2 * hv).map(|_| rnd()).collect();
+            let mut want = vec![0.0; nh * hv];
+            want_kv.store(1, pos, 1, &k, &v).unwrap();
+            want_kv
+                .attend(1, &cfg, &q, pos, 1, &all(1), &mut scratch, &mut want)
+                .unwrap();
+            for c in &mut caches {
+                let mut got = vec![0.0; nh * hv];
+                c.attend(1, &cfg, pos, 1, &q, &k, &v, &mut got).unwrap();
+                assert!(got == want, "{cfg:?} after the shift");
+            }
+        }
+    }
+
+    /// Malformed attention calls are errors (never panics), and leave the cache as it was.
+    #[test]
+    fn bad_kv_calls_are_errors() {
+        let shape = KvShape {
+            n_layer: 2,
+            n_ctx: 8,
+            n_head_kv: 2,
+            head_dim_k: 4,
+            head_dim_v: 4,
+        };
+        let b = CpuBackend::new(2).unwrap();
+        let mut kv = b.kv_cache(&shape).unwrap();
+        let cfg = AttnCfg {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim_k: 4,
+            head_dim_v: 4,
+            kq_scale: 0.5,
+            softcap: None,
+            window: 0,
+            flash: false,
+        };
+        let (q, k, v) = (vec![0.5; 16], vec![0.5; 8], vec![0.5; 8]);
+        let mut out = vec![0.0; 16];
+        assert!(kv.attend(0, &cfg, 0, 1, &q, &k, &v, &mut out).is_ok());
+        let bad = |kv: &mut CpuKv, il, cfg: &AttnCfg, pos, n, q: &[f32], k: &[f32], v: &[f32]| {
+            let mut out = vec![0.0; n * cfg.n_head * 4];
+            kv.attend(il, cfg, pos, n, q, k, v, &mut out).unwrap_err()
+        };
+        println!("{}", bad(&mut kv, 2, &cfg, 1, 1, &q, &k, &v)); // no layer 2
+        println!("{}", bad(&mut kv, 0, &cfg, 8, 1, &q, &k, &v)); // past n_ctx
+        println!("{}", bad(&mut kv, 0, &cfg, usize::MAX, 1, &q, &k, &v)); // overflow
+        println!("{}", bad(&mut kv, 0, &cfg, 1, 1, &q[..15], &k, &v)); // short queries
+        println!("{}", bad(&mut kv, 0, &cfg, 1, 1, &q, &k[..7], &v)); // short keys
+        println!("{}", bad(&mut kv, 0, &cfg, 1, 2, &q, &k, &v)); // n too large for the inputs
+        let odd = AttnCfg { n_head: 3, ..cfg };
+        println!("{}", bad(&mut kv, 0, &odd, 1, 1, &q[..12], &k, &v)); // 3 heads over 2
+        let zero = AttnCfg { n_head: 0, ..cfg };
+        println!("{}", bad(&mut kv, 0, &zero, 1, 1, &[], &k, &v));
+        let other = AttnCfg {
+            head_dim_v: 8,
+            ..cfg
+        };
+        println!("{}", bad(&mut kv, 0, &other, 1, 1, &q, &k, &v)); // not the cache's heads
+        assert!(
+            kv.attend(0, &cfg, 1, 1, &q, &k, &v, &mut out[..15])
+                .is_err()
+        );
+        let rope = Rope {
+            n_rot: 4,
+            ty: chord_engine::model::RopeType::Normal,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            factors: None,
+            attn_factor: 1.0,
+        };
+        let odd_rope = Rope { n_rot: 3, ..rope };
+        let short = Rope {
+            factors: Some(&[1.0]),
+            ..rope
+        };
+        let wide = Rope { n_rot: 6, ..rope };
+        for r in [odd_rope, short, wide] {
+            println!("{}", kv.shift(1, 0, 1, &[r, r]).unwrap_err());
+        }
+        assert!(kv.shift(1, 0, 2, &[rope, rope]).is_err()); // more than it holds
+        assert!(kv.shift(9, 0, 2, &[rope, rope]).is_err()); // more than n_ctx
+        // Nothing above changed position 0: attending over it again gives the first answer.
+        let mut again = vec![0.0; 16];
+        kv.attend(0, &cfg, 0, 1, &q, &k, &v, &mut again).unwrap();
+        assert_eq!(again, out);
+        // A shape whose size overflows is refused before anything is allocated.
+        let huge = KvShape {
+            n_ctx: usize::MAX / 2,
+            ..shape
+        };
+        assert!(b.kv_cache(&huge).is_err());
     }
 }

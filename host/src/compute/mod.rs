@@ -2,7 +2,8 @@
 //!
 //! The host offers its CPU backend ([`cpu`]) as device 0 unless the runtime was built for the
 //! guest's own kernels (`--backend guest`), in which case `devices` is empty. A `matrix` is read in
-//! place from the map of the blob it names, never through guest memory.
+//! place from the map of the blob it names, never through guest memory. A `kv-cache` counts
+//! against the guest's memory limit.
 
 pub mod cpu;
 pub mod pool;
@@ -11,14 +12,20 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use crate::bindings::wit_compute::{self, ComputeError, DeviceInfo, DeviceKind, GgmlType};
+use crate::bindings::wit_compute::{
+    self, Attention, ComputeError, DeviceInfo, DeviceKind, GgmlType, KvShape as WitKvShape,
+    Rope as WitRope, RopeKind,
+};
 use crate::runtime::Ctx;
 use crate::store::BlobHandle;
-use chord_engine::model::DeviceMatrix;
-use cpu::CpuMatrix;
+use chord_engine::model::{AttnCfg, DeviceKv, DeviceMatrix, KvShape, Rope, RopeType};
+use cpu::{CpuBackend, CpuKv, CpuMatrix};
 
 /// A `matrix` resource: a weight matrix on the CPU backend.
 pub type HostMatrix = CpuMatrix;
+
+/// A `kv-cache` resource: a session's keys and values on the CPU backend.
+pub type HostKvCache = CpuKv;
 
 /// A compute error as WIT data.
 fn wit_error(e: chord_engine::Error) -> ComputeError {
@@ -47,6 +54,28 @@ impl wit_compute::Host for Ctx {
     }
 }
 
+impl Ctx {
+    /// The backend behind device `device`, or the error that names why there is none.
+    fn device(&self, device: u32) -> Result<Arc<CpuBackend>, ComputeError> {
+        self.cpu.clone().filter(|_| device == 0).ok_or_else(|| {
+            ComputeError::NoDevice(format!(
+                "device {device} does not exist: this host offers {} compute device(s)",
+                usize::from(self.cpu.is_some())
+            ))
+        })
+    }
+}
+
+/// A vector of `len` zeros for a call's result, or `out-of-memory`.
+fn zeros(len: usize, what: &str) -> Result<Vec<f32>, ComputeError> {
+    let mut out = Vec::new();
+    if out.try_reserve_exact(len).is_err() {
+        return Err(ComputeError::OutOfMemory(format!("{len} {what}")));
+    }
+    out.resize(len, 0.0);
+    Ok(out)
+}
+
 impl wit_compute::HostMatrix for Ctx {
     fn from_blob(
         &mut self,
@@ -57,11 +86,9 @@ impl wit_compute::HostMatrix for Ctx {
         n_cols: u64,
         n_rows: u64,
     ) -> wasmtime::Result<Result<Resource<HostMatrix>, ComputeError>> {
-        let Some(backend) = self.cpu.clone().filter(|_| device == 0) else {
-            return Ok(Err(ComputeError::NoDevice(format!(
-                "device {device} does not exist: this host offers {} compute device(s)",
-                usize::from(self.cpu.is_some())
-            ))));
+        let backend = match self.device(device) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
         };
         let file = self.table.get(&source)?.file();
         let made = (|| {
@@ -99,11 +126,10 @@ impl wit_compute::HostMatrix for Ctx {
         let Some(len) = n.checked_mul(m.n_rows()) else {
             return Ok(Err(ComputeError::InvalidArgument(format!("{n} rows"))));
         };
-        let mut out = Vec::new();
-        if out.try_reserve_exact(len).is_err() {
-            return Ok(Err(ComputeError::OutOfMemory(format!("{len} outputs"))));
-        }
-        out.resize(len, 0.0);
+        let mut out = match zeros(len, "outputs") {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(m.matmul(&input, n, &mut out)
             .map(|()| out)
             .map_err(wit_error))
@@ -111,6 +137,121 @@ impl wit_compute::HostMatrix for Ctx {
 
     fn drop(&mut self, m: Resource<HostMatrix>) -> wasmtime::Result<()> {
         self.table.delete(m)?;
+        Ok(())
+    }
+}
+
+impl wit_compute::HostKvCache for Ctx {
+    fn create(
+        &mut self,
+        device: u32,
+        shape: WitKvShape,
+    ) -> wasmtime::Result<Result<Resource<HostKvCache>, ComputeError>> {
+        let backend = match self.device(device) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let shape = KvShape {
+            n_layer: shape.n_layer as usize,
+            n_ctx: shape.n_ctx as usize,
+            n_head_kv: shape.n_head_kv as usize,
+            head_dim_k: shape.head_dim_k as usize,
+            head_dim_v: shape.head_dim_v as usize,
+        };
+        let bytes = match shape.bytes() {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(wit_error(e))),
+        };
+        if let Err(m) = self.limits.charge_device(bytes) {
+            return Ok(Err(ComputeError::OutOfMemory(m)));
+        }
+        match backend.kv_cache(&shape) {
+            Ok(kv) => Ok(Ok(self.table.push(kv)?)),
+            Err(e) => {
+                self.limits.release_device(bytes);
+                Ok(Err(wit_error(e)))
+            }
+        }
+    }
+
+    fn attend(
+        &mut self,
+        kv: Resource<HostKvCache>,
+        layer: u32,
+        attention: Attention,
+        pos: u32,
+        n: u32,
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+    ) -> wasmtime::Result<Result<Vec<f32>, ComputeError>> {
+        let kv = self.table.get_mut(&kv)?;
+        let shape = kv.shape();
+        let cfg = AttnCfg {
+            n_head: attention.n_head as usize,
+            n_head_kv: shape.n_head_kv,
+            head_dim_k: shape.head_dim_k,
+            head_dim_v: shape.head_dim_v,
+            kq_scale: attention.kq_scale,
+            softcap: attention.softcap,
+            window: attention.window as usize,
+            flash: attention.flash,
+        };
+        let n = n as usize;
+        let Some(len) = n
+            .checked_mul(cfg.n_head)
+            .and_then(|x| x.checked_mul(cfg.head_dim_v))
+        else {
+            return Ok(Err(ComputeError::InvalidArgument(format!(
+                "{n} tokens of {} heads",
+                cfg.n_head
+            ))));
+        };
+        // The shapes are checked before anything is allocated for the result.
+        if let Err(e) = kv.check_inputs(layer as usize, &cfg, pos as usize, n, &q, &k, &v) {
+            return Ok(Err(wit_error(e)));
+        }
+        let mut out = match zeros(len, "attention outputs") {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(kv
+            .attend(layer as usize, &cfg, pos as usize, n, &q, &k, &v, &mut out)
+            .map(|()| out)
+            .map_err(wit_error))
+    }
+
+    fn shift(
+        &mut self,
+        kv: Resource<HostKvCache>,
+        n_past: u32,
+        n_keep: u32,
+        n_discard: u32,
+        ropes: Vec<WitRope>,
+    ) -> wasmtime::Result<Result<(), ComputeError>> {
+        let kv = self.table.get_mut(&kv)?;
+        let ropes: Vec<Rope<'_>> = ropes
+            .iter()
+            .map(|r| Rope {
+                n_rot: r.n_rot as usize,
+                ty: match r.kind {
+                    RopeKind::Normal => RopeType::Normal,
+                    RopeKind::Neox => RopeType::Neox,
+                },
+                freq_base: r.freq_base,
+                freq_scale: r.freq_scale,
+                factors: r.factors.as_deref(),
+                attn_factor: r.attn_factor,
+            })
+            .collect();
+        Ok(kv
+            .shift(n_past as usize, n_keep as usize, n_discard as usize, &ropes)
+            .map_err(wit_error))
+    }
+
+    fn drop(&mut self, kv: Resource<HostKvCache>) -> wasmtime::Result<()> {
+        let kv = self.table.delete(kv)?;
+        self.limits.release_device(kv.bytes());
         Ok(())
     }
 }

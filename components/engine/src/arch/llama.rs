@@ -125,10 +125,10 @@ pub(crate) fn forward(
             rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, cs);
             rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, cs);
         }
-        // cache k and v (as f16) at positions pos0..pos0+n
-        kv.store(il, pos0, n, &s.k[..n * kd], &s.v[..n * vd])?;
+        // cache k and v (as f16) at positions pos0..pos0+n, then
         // att = softmax(q·Kᵀ/sqrt(hd) + causal mask)·V: [n, n_head*hd]
-        ops::attention(&attn, &kv.layer(il), &s.q, pos0, n, &mut s.attn, &mut s.att)?;
+        let qkv = (&s.q[..n * qd], &s.k[..n * kd], &s.v[..n * vd]);
+        kv.attend(il, &attn, pos0, n, qkv, &mut s.attn, &mut s.att)?;
         // x += att·Wo: [n, d]
         s.acts.set(&s.att, n, ad)?;
         ops::matmul(&l.wo, &mut s.acts, &mut s.o)?;

@@ -2,11 +2,15 @@
 //! the `chord:compute` import (the host's CPU thread pool today), or the same backend called
 //! natively.
 //!
-//! Only the matrix products move: they are nearly all of a forward pass's arithmetic and all of
-//! its weight bytes. Norms, RoPE, attention and the KV cache stay with the forward pass, whose
-//! code is the same whichever device multiplies. A device reads the weights itself, from the
-//! store range it is given; they never pass through the caller's memory.
+//! The matrix products move, nearly all of a forward pass's arithmetic and all of its weight
+//! bytes, and a device may also hold each session's KV cache and compute the attention over it
+//! ([`DeviceKv`]): then keys and values never come back either. Norms, RoPE and activations
+//! stay with the forward pass, whose code is the same whichever device computes. A device reads
+//! the weights itself, from the store range it is given; they never pass through the caller's
+//! memory.
 
+use super::kv_cache::KvShape;
+use super::ops::{AttnCfg, Rope};
 use crate::Result;
 use crate::quant::GgmlType;
 
@@ -22,6 +26,13 @@ pub trait Device: Send + Sync {
         n_rows: usize,
         offset: u64,
     ) -> Result<Box<dyn DeviceMatrix>>;
+
+    /// A zeroed KV cache of `shape` for one session, or `None` if this device holds weights
+    /// only (the caller then keeps the cache and attends itself).
+    fn kv_cache(&self, shape: &KvShape) -> Result<Option<Box<dyn DeviceKv>>> {
+        let _ = shape;
+        Ok(None)
+    }
 }
 
 /// A weight matrix held by a device.
@@ -29,4 +40,35 @@ pub trait DeviceMatrix: Send + Sync {
     /// `out[t * n_rows + r] = w[r] · x[t]` for the `n` rows of `x` (`[n, n_cols]`), with the
     /// results of [`crate::model::ops`]'s own matmul bit for bit.
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
+}
+
+/// A session's key/value cache held by a device, which also computes the attention over it:
+/// the keys and values never come back to the caller.
+pub trait DeviceKv: Send {
+    /// Stores the keys `k` (`[n, n_head_kv * head_dim_k]`) and values `v` of `n` tokens at
+    /// positions `pos0 ..` of layer `il`, then writes the attention of their queries `q`
+    /// (`[n, n_head * head_dim_k]`) to `out` (`[n, n_head * head_dim_v]`), with the results of
+    /// [`crate::model::KvCache`] and [`crate::model::KvCache::attend`] bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &mut self,
+        il: usize,
+        cfg: &AttnCfg,
+        pos0: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<()>;
+
+    /// llama.cpp's context shift, as [`crate::model::KvCache::shift`]; `ropes[il]` is layer
+    /// `il`'s RoPE.
+    fn shift(
+        &mut self,
+        n_past: usize,
+        n_keep: usize,
+        n_discard: usize,
+        ropes: &[Rope<'_>],
+    ) -> Result<()>;
 }

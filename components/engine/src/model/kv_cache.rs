@@ -11,7 +11,8 @@
 //! - V: `[n_head_kv][head_dim_v][n_ctx]` — transposed (llama.cpp's `v_trans` layout without flash
 //!   attention), so `kqv = V·p` is one contiguous dot product per output dimension.
 
-use super::ops::{Rope, alloc, mul, round_f16};
+use super::device::DeviceKv;
+use super::ops::{AttnCfg, AttnPart, AttnScratch, Rope, alloc, mul, round_f16};
 use crate::{Error, Result};
 
 /// Keys and values of every layer for up to `n_ctx` positions.
@@ -59,15 +60,44 @@ impl LayerKv<'_> {
     }
 }
 
+/// How a cache is shaped: layers, positions, and the key/value heads of one position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvShape {
+    pub n_layer: usize,
+    pub n_ctx: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+}
+
+impl KvShape {
+    /// Bytes a [`KvCache`] of this shape holds, or an error if that overflows.
+    pub fn bytes(&self) -> Result<usize> {
+        let per_pos = self
+            .n_head_kv
+            .checked_mul(self.head_dim_k + self.head_dim_v);
+        per_pos
+            .and_then(|p| p.checked_mul(self.n_ctx))
+            .and_then(|p| p.checked_mul(self.n_layer))
+            .and_then(|p| p.checked_mul(4))
+            .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {self:?}")))
+    }
+}
+
 impl KvCache {
-    /// A cache for `n_layer` layers of `n_ctx` positions.
-    pub fn new(
-        n_layer: usize,
-        n_ctx: usize,
-        n_head_kv: usize,
-        head_dim_k: usize,
-        head_dim_v: usize,
-    ) -> Result<KvCache> {
+    /// A zeroed cache of `shape`.
+    pub fn new(shape: &KvShape) -> Result<KvCache> {
+        let KvShape {
+            n_layer,
+            n_ctx,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+        } = *shape;
+        if n_head_kv == 0 || head_dim_k == 0 || head_dim_v == 0 {
+            return Err(Error::InvalidArgument(format!("KV cache of {shape:?}")));
+        }
+        shape.bytes()?;
         let k_len = mul(mul(n_ctx, n_head_kv, "K cache")?, head_dim_k, "K cache")?;
         let v_len = mul(mul(n_ctx, n_head_kv, "V cache")?, head_dim_v, "V cache")?;
         let mut k = Vec::new();
@@ -91,6 +121,105 @@ impl KvCache {
         })
     }
 
+    /// The shape of this cache.
+    pub fn shape(&self) -> KvShape {
+        KvShape {
+            n_layer: self.k.len(),
+            n_ctx: self.n_ctx,
+            n_head_kv: self.n_head_kv,
+            head_dim_k: self.head_dim_k,
+            head_dim_v: self.head_dim_v,
+        }
+    }
+
+    /// Checks that `cfg` attends over this cache's heads, `n` queries at `pos0 ..` of layer
+    /// `il`, with `q` (`[n, n_head * head_dim_k]`), `k` and `v` (`[n, n_head_kv * head_dim]`)
+    /// of their sizes: what [`KvCache::store`] and [`KvCache::attend`] rely on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &self,
+        il: usize,
+        cfg: &AttnCfg,
+        pos0: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if il >= self.k.len() {
+            return bad(format!("layer {il} of a {}-layer KV cache", self.k.len()));
+        }
+        if (cfg.n_head_kv, cfg.head_dim_k, cfg.head_dim_v)
+            != (self.n_head_kv, self.head_dim_k, self.head_dim_v)
+        {
+            return bad(format!(
+                "attention {cfg:?} over a KV cache of {:?}",
+                self.shape()
+            ));
+        }
+        if cfg.n_head == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
+            return bad(format!(
+                "{} query heads over {} key/value heads",
+                cfg.n_head, cfg.n_head_kv
+            ));
+        }
+        if pos0.checked_add(n).is_none_or(|end| end > self.n_ctx) {
+            return Err(Error::ContextFull(format!(
+                "{n} positions from {pos0} do not fit in {}",
+                self.n_ctx
+            )));
+        }
+        let sizes = [
+            ("queries", q.len(), cfg.n_head * self.head_dim_k),
+            ("keys", k.len(), self.n_head_kv * self.head_dim_k),
+            ("values", v.len(), self.n_head_kv * self.head_dim_v),
+        ];
+        for (what, len, row) in sizes {
+            if Some(len) != n.checked_mul(row) {
+                return bad(format!("{len} {what} for {n} tokens of {row}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Attention of the batch of `n` queries `q` at positions `pos0 ..` over layer `il` (which
+    /// holds their keys and values already), for the tokens and heads of `part`: `out` is
+    /// `[part.tokens.len(), part.heads.len() * head_dim_v]`. See [`super::ops::attention`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &self,
+        il: usize,
+        cfg: &AttnCfg,
+        q: &[f32],
+        pos0: usize,
+        n: usize,
+        part: &AttnPart,
+        s: &mut AttnScratch,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let fits = il < self.k.len()
+            && (cfg.n_head_kv, cfg.head_dim_k, cfg.head_dim_v)
+                == (self.n_head_kv, self.head_dim_k, self.head_dim_v)
+            && cfg.n_head.is_multiple_of(cfg.n_head_kv)
+            && part.heads.start <= part.heads.end
+            && part.heads.end <= cfg.n_head
+            && part.tokens.start <= part.tokens.end
+            && part.tokens.end <= n
+            && pos0.checked_add(n).is_some_and(|end| end <= self.n_ctx)
+            && q.len() >= n * cfg.n_head * cfg.head_dim_k
+            && out.len() >= part.tokens.len() * part.heads.len() * cfg.head_dim_v
+            && s.fits(self.n_ctx, cfg.head_dim_k, cfg.head_dim_v);
+        if !fits {
+            return Err(Error::InvalidArgument(format!(
+                "attention {cfg:?} of {part:?} of {n} queries at {pos0} in layer {il} \
+                 over a KV cache of {:?}",
+                self.shape()
+            )));
+        }
+        super::ops::attention(cfg, &self.layer(il), q, pos0, n, part, s, out)
+    }
+
     /// Positions the cache holds.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
@@ -101,7 +230,7 @@ impl KvCache {
         self.k.iter().chain(&self.v).map(|l| l.len() * 4).sum()
     }
 
-    pub(crate) fn layer(&self, il: usize) -> LayerKv<'_> {
+    fn layer(&self, il: usize) -> LayerKv<'_> {
         LayerKv {
             n_ctx: self.n_ctx,
             n_head_kv: self.n_head_kv,
@@ -114,23 +243,22 @@ impl KvCache {
 
     /// Stores the keys `k` (`[n, n_head_kv * head_dim_k]`) and values `v` of `n` tokens at
     /// positions `pos0 ..` of layer `il`, rounded to f16.
-    pub(crate) fn store(
-        &mut self,
-        il: usize,
-        pos0: usize,
-        n: usize,
-        k: &[f32],
-        v: &[f32],
-    ) -> Result<()> {
-        if pos0 + n > self.n_ctx {
+    pub fn store(&mut self, il: usize, pos0: usize, n: usize, k: &[f32], v: &[f32]) -> Result<()> {
+        if pos0.checked_add(n).is_none_or(|end| end > self.n_ctx) {
             return Err(Error::ContextFull(format!(
-                "positions {pos0}..{} do not fit in {}",
-                pos0 + n,
+                "{n} positions from {pos0} do not fit in {}",
                 self.n_ctx
             )));
         }
         let kd = self.n_head_kv * self.head_dim_k;
         let vd = self.n_head_kv * self.head_dim_v;
+        if il >= self.k.len() || k.len() < n * kd || v.len() < n * vd {
+            return Err(Error::InvalidArgument(format!(
+                "{} keys and {} values for {n} tokens of layer {il}",
+                k.len(),
+                v.len()
+            )));
+        }
         for (c, &x) in self.k[il][pos0 * kd..(pos0 + n) * kd]
             .iter_mut()
             .zip(&k[..n * kd])
@@ -150,7 +278,7 @@ impl KvCache {
     /// `n_keep .. n_keep + n_discard`, moves the later ones down, and re-rotates their keys by
     /// `-n_discard` with each layer's RoPE (`llama_kv_cache::seq_rm` + `seq_add` + the K-shift
     /// graph, which ropes the f16 keys in place). `rope(il)` gives layer `il`'s configuration.
-    pub(crate) fn shift<'r>(
+    pub fn shift<'r>(
         &mut self,
         n_past: usize,
         n_keep: usize,
@@ -166,12 +294,7 @@ impl KvCache {
         let krow = nkv * hk;
         for il in 0..self.k.len() {
             let r = rope(il);
-            if r.n_rot > hk {
-                return Err(Error::InvalidArgument(format!(
-                    "n_rot {} > head size {hk}",
-                    r.n_rot
-                )));
-            }
+            r.check(hk)?;
             let cache = &mut self.rope_cache[..r.n_rot];
             r.cache(-(n_discard as f32), cache);
             let kc = &mut self.k[il];
@@ -191,5 +314,83 @@ impl KvCache {
             }
         }
         Ok(())
+    }
+}
+
+/// A session's cache, wherever it is held: in this engine's memory, or on the compute device
+/// that holds the weights (which then also computes the attention over it).
+pub(crate) struct Kv {
+    shape: KvShape,
+    place: Place,
+}
+
+enum Place {
+    Local(KvCache),
+    Device(Box<dyn DeviceKv>),
+}
+
+impl Kv {
+    pub fn local(cache: KvCache) -> Kv {
+        Kv {
+            shape: cache.shape(),
+            place: Place::Local(cache),
+        }
+    }
+
+    pub fn device(shape: KvShape, cache: Box<dyn DeviceKv>) -> Kv {
+        Kv {
+            shape,
+            place: Place::Device(cache),
+        }
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.shape.n_ctx
+    }
+
+    /// Whether the compute device holds this cache.
+    pub fn on_device(&self) -> bool {
+        matches!(self.place, Place::Device(_))
+    }
+
+    /// Stores the keys `k` and values `v` of `n` tokens at positions `pos0 ..` of layer `il`,
+    /// then attends with their queries `q`: `out` is `[n, n_head * head_dim_v]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &mut self,
+        il: usize,
+        cfg: &AttnCfg,
+        pos0: usize,
+        n: usize,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        s: &mut AttnScratch,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let hv = cfg.head_dim_v;
+        let out = &mut out[..n * cfg.n_head * hv];
+        match &mut self.place {
+            Place::Local(c) => {
+                c.store(il, pos0, n, k, v)?;
+                c.attend(il, cfg, q, pos0, n, &AttnPart::all(n, cfg.n_head), s, out)
+            }
+            Place::Device(d) => d.attend(il, cfg, pos0, n, q, k, v, out),
+        }
+    }
+
+    /// See [`KvCache::shift`].
+    pub fn shift<'r>(
+        &mut self,
+        n_past: usize,
+        n_keep: usize,
+        n_discard: usize,
+        rope: impl Fn(usize) -> Rope<'r>,
+    ) -> Result<()> {
+        match &mut self.place {
+            Place::Local(c) => c.shift(n_past, n_keep, n_discard, rope),
+            Place::Device(d) => {
+                let ropes: Vec<Rope<'r>> = (0..self.shape.n_layer).map(rope).collect();
+                d.shift(n_past, n_keep, n_discard, &ropes)
+            }
+        }
     }
 }

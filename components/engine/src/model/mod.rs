@@ -21,10 +21,10 @@ pub mod weights;
 
 use std::sync::Arc;
 
-pub use device::{Device, DeviceMatrix};
+pub use device::{Device, DeviceKv, DeviceMatrix};
 pub use hparams::{Arch, HParams, RopeType};
-pub use kv_cache::KvCache;
-pub use ops::matmul_rows;
+pub use kv_cache::{KvCache, KvShape};
+pub use ops::{AttnCfg, AttnPart, AttnScratch, Rope, matmul_rows};
 pub use weights::{CacheOptions, CacheStats, Layers, Matrix};
 
 use crate::arch;
@@ -32,7 +32,8 @@ use crate::gguf::names::Tn;
 use crate::gguf::{ByteSource, Gguf};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
-use ops::{Acts, AttnScratch, alloc, mul};
+use kv_cache::Kv;
+use ops::{Acts, alloc, mul};
 use weights::Loader;
 
 /// Tokens per forward step of a long prompt (llama.cpp's default `n_ubatch`).
@@ -98,6 +99,8 @@ pub struct Model {
     /// Widest fused Q/K/V projection (0 if none), and widest gate (or fused gate+up) output.
     fused_qkv_width: usize,
     ffn_width: usize,
+    /// The device holding the weight matrices, if any: it may hold the sessions' KV caches too.
+    device: Option<Arc<dyn Device>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -138,7 +141,7 @@ impl Model {
         let hp = HParams::from_gguf(&gguf)?;
         let gguf = Arc::new(gguf);
         let mut ld = Loader::new(&src, &gguf, None, cache.prefetch_layers);
-        ld.device = device;
+        ld.device = device.clone();
         ld.ffn_width = hp.n_ff;
         let d = hp.n_embd;
         let tied = gguf.tensor(&Tn::Output.weight()).is_none();
@@ -182,6 +185,7 @@ impl Model {
             act_types,
             fused_qkv_width,
             ffn_width,
+            device,
         })
     }
 
@@ -377,7 +381,7 @@ pub struct Session {
     n_ctx: usize,
     n_batch: usize,
     n_past: usize,
-    kv: KvCache,
+    kv: Kv,
     scratch: Scratch,
     logits: Vec<f32>,
     n_logit_rows: usize,
@@ -419,14 +423,25 @@ impl Session {
             n => n.min(MAX_BATCH),
         }
         .min(n_ctx);
-        let kv = KvCache::new(
-            hp.n_layer,
+        let shape = KvShape {
+            n_layer: hp.n_layer,
             n_ctx,
-            hp.n_head_kv,
-            hp.head_dim_k,
-            hp.head_dim_v,
-        )?;
-        let scratch = Scratch::new(&model, n_batch, n_ctx)?;
+            n_head_kv: hp.n_head_kv,
+            head_dim_k: hp.head_dim_k,
+            head_dim_v: hp.head_dim_v,
+        };
+        // On the weights' device if it takes it: attention runs there, next to its products.
+        let on_device = match &model.device {
+            Some(d) => d.kv_cache(&shape)?,
+            None => None,
+        };
+        let kv = match on_device {
+            Some(c) => Kv::device(shape, c),
+            None => Kv::local(KvCache::new(&shape)?),
+        };
+        // Attention buffers only where attention runs here.
+        let attn_ctx = if kv.on_device() { 0 } else { n_ctx };
+        let scratch = Scratch::new(&model, n_batch, attn_ctx)?;
         let logits = alloc(hp.n_vocab, "logits")?;
         Ok(Session {
             model,
@@ -604,7 +619,7 @@ impl Session {
 
 /// What a forward step mutates: the session's cache and buffers (and how it attends).
 pub(crate) struct State<'a> {
-    pub kv: &'a mut KvCache,
+    pub kv: &'a mut Kv,
     pub s: &'a mut Scratch,
     pub flash: bool,
 }

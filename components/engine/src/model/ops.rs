@@ -12,6 +12,7 @@ use super::kv_cache::LayerKv;
 use super::weights::Matrix;
 use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
+use std::ops::Range;
 use std::sync::OnceLock;
 
 fn oom(what: &str, n: usize) -> Error {
@@ -302,7 +303,7 @@ pub(crate) fn rms_norm_to(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// The cos/sin table of one RoPE configuration (`ggml_rope_cache_init`, no YaRN).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Rope<'a> {
+pub struct Rope<'a> {
     /// Rotated dimensions per head.
     pub n_rot: usize,
     /// Pairing.
@@ -319,6 +320,27 @@ pub(crate) struct Rope<'a> {
 }
 
 impl Rope<'_> {
+    /// Checks that this RoPE can rotate heads of `head_dim` values: an even `n_rot` within the
+    /// head, and a divisor per frequency.
+    pub fn check(&self, head_dim: usize) -> Result<()> {
+        let n = self.n_rot;
+        if !n.is_multiple_of(2) || n > head_dim {
+            return Err(Error::InvalidArgument(format!(
+                "RoPE of {n} dimensions for heads of {head_dim}: it must be even and fit"
+            )));
+        }
+        if let Some(f) = self.factors
+            && f.len() < n / 2
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{} RoPE frequency factors for {n} rotated dimensions (needs {})",
+                f.len(),
+                n / 2
+            )));
+        }
+        Ok(())
+    }
+
     /// Writes `n_rot` values (cos, sin interleaved) for position `p` to `out`.
     /// Ported from ggml-cpu `ggml_rope_cache_init` + `rope_yarn` with ext_factor 0, mscale 1:
     /// theta advances by repeated multiplication in f32, exactly as there.
@@ -722,8 +744,8 @@ pub(crate) fn softcap(x: &mut [f32], cap: f32) {
 // Attention
 
 /// Shape and scaling of one attention layer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AttnCfg {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnCfg {
     pub n_head: usize,
     pub n_head_kv: usize,
     pub head_dim_k: usize,
@@ -739,8 +761,8 @@ pub(crate) struct AttnCfg {
     pub flash: bool,
 }
 
-/// Per-session buffers for [`attention`].
-pub(crate) struct AttnScratch {
+/// Per-session (or per-thread) buffers for [`attention`].
+pub struct AttnScratch {
     /// One query head rounded to f16.
     q16: Vec<f32>,
     scores: Vec<f32>,
@@ -757,11 +779,38 @@ impl AttnScratch {
             p16: alloc(n_ctx, "attention weights")?,
         })
     }
+
+    /// Whether these buffers are large enough for a cache of `n_ctx` positions and these heads.
+    pub fn fits(&self, n_ctx: usize, head_dim_k: usize, head_dim_v: usize) -> bool {
+        self.q16.len() >= head_dim_k
+            && self.p16.len() >= n_ctx
+            && self.scores.len() >= n_ctx.max(FA_TILE_KV).max(head_dim_v)
+    }
 }
 
-/// Causal multi-head attention of `n` queries at positions `pos0 ..` over the cache `kv`
-/// (which already holds their own keys and values): `q` is `[n, n_head * head_dim_k]`,
-/// `out` is `[n, n_head * head_dim_v]`.
+/// Which (token, head) pairs of a batch one [`attention`] call computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttnPart {
+    pub tokens: Range<usize>,
+    pub heads: Range<usize>,
+}
+
+impl AttnPart {
+    /// Every pair of a batch of `n` tokens of `n_head` heads.
+    pub fn all(n: usize, n_head: usize) -> AttnPart {
+        AttnPart {
+            tokens: 0..n,
+            heads: 0..n_head,
+        }
+    }
+}
+
+/// Causal multi-head attention of the `n` queries of a batch at positions `pos0 ..` over the
+/// cache `kv` (which already holds their own keys and values), for the tokens and query heads
+/// of `part`: `q` is `[n, n_head * head_dim_k]`, `out` is
+/// `[part.tokens.len(), part.heads.len() * head_dim_v]`. Every (token, head) is computed on its
+/// own, with the kernel the whole batch's size selects, so splitting a batch among threads
+/// does not change a bit.
 ///
 /// The non-flash path of llama.cpp's `build_attn_mha` as its CPU backend computes it:
 /// `kq = mul_mat(k, q)` with the f16 cache (q rounded to f16; summed in [`DotOrder`]),
@@ -769,12 +818,14 @@ impl AttnScratch {
 /// then `kqv = mul_mat(v, kq)` with the transposed f16 V cache (weights rounded to f16). Masked
 /// keys weigh exactly 0 there, so only the visible range is visited here, from the lane group it
 /// starts in.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
     pos0: usize,
     n: usize,
+    part: &AttnPart,
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
@@ -784,9 +835,9 @@ pub(crate) fn attention(
     {
         // SAFETY: AVX2 is the backend in use only where the CPU has AVX2 and FMA; AVX-512F was
         // checked just above.
-        return unsafe { attention_avx512(cfg, kv, q, pos0, n, s, out) };
+        return unsafe { attention_avx512(cfg, kv, q, pos0, n, part, s, out) };
     }
-    attention_impl(cfg, kv, q, pos0, n, s, out)
+    attention_impl(cfg, kv, q, pos0, n, part, s, out)
 }
 
 /// [`attention`] compiled for AVX-512: the same code (Rust never contracts a multiply and an
@@ -796,54 +847,61 @@ pub(crate) fn attention(
 /// The CPU must support AVX2, FMA and AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attention_avx512(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
     pos0: usize,
     n: usize,
+    part: &AttnPart,
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
-    attention_impl(cfg, kv, q, pos0, n, s, out)
+    attention_impl(cfg, kv, q, pos0, n, part, s, out)
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attention_impl(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
     pos0: usize,
     n: usize,
+    part: &AttnPart,
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
     if cfg.flash {
-        attention_flash(cfg, kv, q, pos0, n, s, out)
+        attention_flash(cfg, kv, q, pos0, n, part, s, out)
     } else {
-        attention_plain(cfg, kv, q, pos0, n, s, out)
+        attention_plain(cfg, kv, q, pos0, n, part, s, out)
     }
 }
 
 /// [`attention`] without flash attention.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attention_plain(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
     pos0: usize,
     n: usize,
+    part: &AttnPart,
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
     let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
+    let n_out = part.heads.len();
     let order = if n == 1 {
         DotOrder::Vec
     } else {
         DotOrder::Tiny
     };
-    for t in 0..n {
+    for t in part.tokens.clone() {
         let p1 = pos0 + t;
         let start = if cfg.window > 0 {
             (p1 + 1).saturating_sub(cfg.window)
@@ -853,7 +911,7 @@ fn attention_plain(
         // Visible keys are start..=p1; sums run over whole lane groups from `first`.
         let first = start - start % 64;
         let n_kv = p1 + 1 - first;
-        for h in 0..cfg.n_head {
+        for h in part.heads.clone() {
             let g = h / group;
             let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
             round_f16_into(qh, &mut s.q16[..hk]);
@@ -889,7 +947,7 @@ fn attention_plain(
             round_f16_into(scores, &mut s.p16[..n_kv]);
 
             // out = Σ_j p_j · V_j, one output dimension at a time over the transposed cache
-            let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
+            let o = &mut out[((t - part.tokens.start) * n_out + h - part.heads.start) * hv..][..hv];
             for (d, od) in o.iter_mut().enumerate() {
                 *od = dot_f16(
                     kv.v_row(g, d, first, p1 + 1),
@@ -917,34 +975,37 @@ const FA_TILE_KV: usize = 64;
 /// products, an online softmax over tiles of 64 keys), smaller ones the one-query kernel
 /// (`..._f16_one_chunk`: f16 queries, an online softmax per key, values accumulated in f16).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attention_flash(
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
     pos0: usize,
     n: usize,
+    part: &AttnPart,
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
     let (hk, hv) = (cfg.head_dim_k, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
+    let n_out = part.heads.len();
     // The op's scale, with the soft-cap folded in as ggml does.
     let (scale, cap) = match cfg.softcap {
         Some(c) => (cfg.kq_scale / c, c),
         None => (cfg.kq_scale, 0.0),
     };
     let tiled = n >= FA_TILE_Q;
-    for t in 0..n {
+    for t in part.tokens.clone() {
         let p1 = pos0 + t;
         let start = if cfg.window > 0 {
             (p1 + 1).saturating_sub(cfg.window)
         } else {
             0
         };
-        for h in 0..cfg.n_head {
+        for h in part.heads.clone() {
             let g = h / group;
             let qh = &q[(t * cfg.n_head + h) * hk..][..hk];
-            let o = &mut out[(t * cfg.n_head + h) * hv..][..hv];
+            let o = &mut out[((t - part.tokens.start) * n_out + h - part.heads.start) * hv..][..hv];
             if tiled {
                 // Online softmax over tiles of 64 keys; VKQ accumulates in f32 (`o`).
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
