@@ -21,7 +21,8 @@ use chord_host::{
 #[derive(Parser)]
 #[command(name = "chord", version)]
 struct Cli {
-    /// Most memory the engine (the wasm guest) may grow to: bytes, or with a K/M/G/T suffix.
+    /// Most memory the engine (the wasm guest) may hold: its linear memory plus the KV caches it
+    /// keeps on the host's cpu backend; bytes, or with a K/M/G/T suffix.
     #[arg(long, global = true, default_value = "4G", value_parser = parse_bytes)]
     max_guest_memory: u64,
     /// Where the model's matrix products run: `cpu`, the host's native backend (a thread pool;

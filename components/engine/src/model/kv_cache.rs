@@ -12,7 +12,7 @@
 //!   attention), so `kqv = V·p` is one contiguous dot product per output dimension.
 
 use super::device::DeviceKv;
-use super::ops::{AttnCfg, AttnPart, AttnScratch, Rope, alloc, mul, round_f16};
+use super::ops::{AttnCfg, AttnPart, AttnScratch, Rope, alloc, mul, round_f16, round_f16_into};
 use crate::{Error, Result};
 
 /// Keys and values of every layer for up to `n_ctx` positions.
@@ -259,12 +259,7 @@ impl KvCache {
                 v.len()
             )));
         }
-        for (c, &x) in self.k[il][pos0 * kd..(pos0 + n) * kd]
-            .iter_mut()
-            .zip(&k[..n * kd])
-        {
-            *c = round_f16(x);
-        }
+        round_f16_into(&k[..n * kd], &mut self.k[il][pos0 * kd..(pos0 + n) * kd]);
         let vc = &mut self.v[il];
         for t in 0..n {
             for (i, &x) in v[t * vd..(t + 1) * vd].iter().enumerate() {

@@ -12,6 +12,7 @@ use super::kv_cache::LayerKv;
 use super::weights::Matrix;
 use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
+use half::slice::HalfFloatSliceExt;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -720,16 +721,21 @@ fn gelu_table() -> &'static [u16] {
 /// the input rounded to f16, looked up in the f16 GELU table, saturating outside ±10.
 pub(crate) fn geglu(x: &mut [f32], g: &[f32]) {
     let table = gelu_table();
-    for (a, &b) in x.iter_mut().zip(g) {
-        let v = *a;
-        *a = if v <= -10.0 {
-            0.0
-        } else if v >= 10.0 {
-            v * b
-        } else {
-            let i = half::f16::from_f32(v).to_bits();
-            half::f16::from_bits(table[usize::from(i)]).to_f32() * b
-        };
+    let mut buf = [half::f16::ZERO; 64];
+    for (xs, gs) in x.chunks_mut(64).zip(g.chunks(64)) {
+        let n = xs.len().min(gs.len());
+        // The table indices: every input rounded to f16 at once (see `round_f16_into`).
+        buf[..n].convert_from_f32_slice(&xs[..n]);
+        for ((a, &b), h) in xs.iter_mut().zip(gs).zip(&buf[..n]) {
+            let v = *a;
+            *a = if v <= -10.0 {
+                0.0
+            } else if v >= 10.0 {
+                v * b
+            } else {
+                half::f16::from_bits(table[usize::from(h.to_bits())]).to_f32() * b
+            };
+        }
     }
 }
 
@@ -1107,8 +1113,13 @@ fn scale_in_place(x: &mut [f32], s: f32) {
 }
 
 /// `dst = src` rounded to f16 (the conversion ggml makes before f16 dot products).
-fn round_f16_into(src: &[f32], dst: &mut [f32]) {
-    for (d, &x) in dst.iter_mut().zip(src) {
-        *d = round_f16(x);
+pub(crate) fn round_f16_into(src: &[f32], dst: &mut [f32]) {
+    // Through a block of f16s: `half` converts slices eight at a time with F16C where the CPU
+    // has it (detected at run time), the same rounding as one at a time.
+    let mut buf = [half::f16::ZERO; 64];
+    for (d, s) in dst.chunks_mut(64).zip(src.chunks(64)) {
+        let n = d.len().min(s.len());
+        buf[..n].convert_from_f32_slice(&s[..n]);
+        buf[..n].convert_to_f32_slice(&mut d[..n]);
     }
 }

@@ -956,3 +956,34 @@ fn layer_cache_streams_layers_with_the_same_results() {
         );
     }
 }
+
+/// f16 rounding a block at a time (F16C where the CPU has it) is the one-at-a-time rounding, bit
+/// for bit: ties, subnormals, overflow, infinities and a long run of ordinary values (GeGLU takes
+/// its table indices from the same block conversion).
+#[test]
+fn f16_rounding_of_slices_is_elementwise() {
+    let mut xs: Vec<f32> = (0..5000).map(|i| (i as f32 - 2500.0) * 0.0137).collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        1.0 + 1.0 / 2048.0, // a tie: rounds to even
+        1.0 + 3.0 / 2048.0,
+        65504.0,
+        65520.0, // rounds to infinity
+        1e9,
+        -1e9,
+        5.96e-8, // the smallest subnormal
+        2.98e-8,
+        1e-6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ]);
+    for len in [xs.len(), 1, 63, 64, 65, 130] {
+        let src = &xs[xs.len() - len..];
+        let mut got = vec![f32::NAN; len];
+        ops::round_f16_into(src, &mut got);
+        for (x, g) in src.iter().zip(&got) {
+            assert_eq!(g.to_bits(), ops::round_f16(*x).to_bits(), "{x}");
+        }
+    }
+}
