@@ -1,5 +1,5 @@
-//! The cost of one guest→host compute submission: one `chord:compute` `matrix.matmul` call, which
-//! the engine component makes per weight matrix per token.
+//! The cost of one guest→host compute submission: one `chord:compute` call (`matrix.matmul`, per
+//! weight matrix per token, or `kv-cache.attend`, per layer per token).
 //!
 //! Two tiny synthetic llama models (n_embd 32, n_ff 64, Q8_0, 1 and 17 layers, the 32000-token
 //! vocabulary of the committed llama-spm fixture), so small that a decode step is mostly calls
@@ -8,8 +8,7 @@
 //! as a library, the backend as its device, as `chord bench --native`) and through the component
 //! (`component-cpu-1t`). Both run the same kernels on the same thread; the component adds the
 //! calls (arguments copied into and out of guest memory, resource lookups) plus its own wasm for
-//! what stays in the guest (norms, RoPE, attention over a few positions, the embedding row read
-//! through the store).
+//! what stays in the guest (norms, RoPE, the embedding row read through the store).
 //!
 //! The submissions per token are counted, not assumed: a native decode step through a device
 //! that counts its products. At the end the bench prints, from the per-iteration times it saw
@@ -19,7 +18,8 @@
 //!   work and the 32000-logit output head's 125 KiB result to the calls);
 //! - across models: the growth of (component − native) per added submission between 1 and 17
 //!   layers, which cancels the per-token costs (the feed call, embedding, output head) and leaves
-//!   a matmul call of a 32-wide matrix plus the guest's per-layer wasm.
+//!   the calls of one layer (its products of 32-wide matrices and its attention) plus the guest's
+//!   per-layer wasm.
 //!
 //! `cargo bench -p chord-benches --bench submission`.
 
@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use chord_benches::token;
 use chord_engine::model::{
-    Device, DeviceMatrix, LogitsMode, Model, Session, SessionOptions as NativeOptions,
+    AttnCfg, Device, DeviceKv, DeviceMatrix, KvShape, LogitsMode, Model, Rope, Session,
+    SessionOptions as NativeOptions,
 };
 use chord_engine::quant::GgmlType;
 use chord_host::compute::cpu::CpuBackend;
@@ -57,7 +58,8 @@ fn spec(n_layer: u64) -> SynthSpec {
     }
 }
 
-/// An engine device that counts the products submitted to the device it wraps.
+/// An engine device that counts the calls (products and attention) submitted to the device it
+/// wraps.
 struct Counting {
     inner: Arc<dyn Device>,
     calls: Arc<AtomicU64>,
@@ -81,6 +83,48 @@ impl Device for Counting {
             inner: self.inner.upload(name, ty, n_cols, n_rows, offset)?,
             calls: self.calls.clone(),
         }))
+    }
+
+    fn kv_cache(&self, shape: &KvShape) -> chord_engine::Result<Option<Box<dyn DeviceKv>>> {
+        Ok(self.inner.kv_cache(shape)?.map(|inner| {
+            Box::new(CountingKv {
+                inner,
+                calls: self.calls.clone(),
+            }) as Box<dyn DeviceKv>
+        }))
+    }
+}
+
+/// A KV cache whose attention calls are counted with the products.
+struct CountingKv {
+    inner: Box<dyn DeviceKv>,
+    calls: Arc<AtomicU64>,
+}
+
+impl DeviceKv for CountingKv {
+    fn attend(
+        &mut self,
+        il: usize,
+        cfg: &AttnCfg,
+        pos0: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> chord_engine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.attend(il, cfg, pos0, n, q, k, v, out)
+    }
+
+    fn shift(
+        &mut self,
+        n_past: usize,
+        n_keep: usize,
+        n_discard: usize,
+        ropes: &[Rope<'_>],
+    ) -> chord_engine::Result<()> {
+        self.inner.shift(n_past, n_keep, n_discard, ropes)
     }
 }
 
@@ -113,7 +157,7 @@ fn native_session(model: Model) -> Session {
         .expect("session")
 }
 
-/// Products one decode step submits, counted on a native run.
+/// Calls one decode step submits, counted on a native run.
 fn submissions_per_token(path: &Path, vocab: u32) -> u64 {
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
