@@ -418,24 +418,27 @@ fn matmul_impl<const AVX2: bool, const VNNI: bool>(
     let fma = |a: f32, b: f32, c: f32| if AVX2 { a.mul_add(b, c) } else { fma(a, b, c) };
     let mut blk = Block::new();
     let (mut ss, mut ms) = ([0i32; 4], [0i32; 4]);
-    let mut r_first = 0;
+    // Sixteen rows at a time, one per lane (see `rows16_vnni`); the rest below.
     #[cfg(target_arch = "x86_64")]
-    if VNNI && matches!(w.ty, GgmlType::Q4_K | GgmlType::Q6_K) {
-        // Sixteen rows at a time, one per lane (see `rows16_vnni`); the rest below.
+    let r_first = if VNNI && matches!(w.ty, GgmlType::Q4_K | GgmlType::Q6_K) {
         let mut mt = vec![[0f32; 16]; n];
-        while r_first + 16 <= m {
-            // SAFETY: `VNNI` is set only inside `matmul_vnni`; rows `r0 + r_first..+16` exist
+        for c in (0..m - m % 16).step_by(16) {
+            // SAFETY: `VNNI` is set only inside `matmul_vnni`; rows `r0 + c..+16` exist
             // (`rows.end <= n_rows`), `x` holds `n` rows and `out` `n` rows of `m` (checked).
             unsafe {
                 if w.ty == GgmlType::Q6_K {
-                    rows16_vnni::<true>(path, w, x, n, r0 + r_first, out, m, r_first, &mut mt);
+                    rows16_vnni::<true>(path, w, x, n, r0 + c, out, m, c, &mut mt);
                 } else {
-                    rows16_vnni::<false>(path, w, x, n, r0 + r_first, out, m, r_first, &mut mt);
+                    rows16_vnni::<false>(path, w, x, n, r0 + c, out, m, c, &mut mt);
                 }
             }
-            r_first += 16;
         }
-    }
+        m - m % 16
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let r_first = 0;
     for r in r_first..m {
         super::ops::prefetch_rows(w, r0 + r + 1..r0 + r + 2);
         let wr = w.row(r0 + r);
@@ -636,7 +639,7 @@ unsafe fn rows16_vnni<const Q6: bool>(
                 d = halves(dd);
                 dmin = halves(_mm512_srli_epi32::<16>(dd));
             }
-            for t in 0..n {
+            for (t, mt) in mt.iter_mut().enumerate().take(n) {
                 let a = x.as_ptr().add(t * arow + b * Q8K_BYTES);
                 let aq = a.add(4).cast::<i32>();
                 let bs = a.add(4 + QK_K).cast::<i32>();
@@ -684,7 +687,7 @@ unsafe fn rows16_vnni<const Q6: bool>(
                         o = _mm512_fmadd_ps(res, d8, o);
                     }
                     Path::Repack => {
-                        let mp = mt[t].as_mut_ptr();
+                        let mp = mt.as_mut_ptr();
                         let mut acc_m = _mm512_loadu_ps(mp);
                         let (dd, dm) = (_mm512_mul_ps(d, d8), _mm512_mul_ps(dmin, d8));
                         if t < n_gemm {
@@ -705,9 +708,9 @@ unsafe fn rows16_vnni<const Q6: bool>(
             }
         }
         if path == Path::Repack {
-            for t in 0..n {
+            for (t, mt) in mt.iter().enumerate().take(n) {
                 let op = out.as_mut_ptr().add(t * m + col);
-                let o = _mm512_sub_ps(_mm512_loadu_ps(op), _mm512_loadu_ps(mt[t].as_ptr()));
+                let o = _mm512_sub_ps(_mm512_loadu_ps(op), _mm512_loadu_ps(mt.as_ptr()));
                 _mm512_storeu_ps(op, o);
             }
         }
