@@ -418,7 +418,28 @@ fn matmul_impl<const AVX2: bool, const VNNI: bool>(
     let fma = |a: f32, b: f32, c: f32| if AVX2 { a.mul_add(b, c) } else { fma(a, b, c) };
     let mut blk = Block::new();
     let (mut ss, mut ms) = ([0i32; 4], [0i32; 4]);
-    for r in 0..m {
+    // Sixteen rows at a time, one per lane (see `rows16_vnni`); the rest below.
+    #[cfg(target_arch = "x86_64")]
+    let r_first = if VNNI && matches!(w.ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        let mut mt = vec![[0f32; 16]; n];
+        for c in (0..m - m % 16).step_by(16) {
+            // SAFETY: `VNNI` is set only inside `matmul_vnni`; rows `r0 + c..+16` exist
+            // (`rows.end <= n_rows`), `x` holds `n` rows and `out` `n` rows of `m` (checked).
+            unsafe {
+                if w.ty == GgmlType::Q6_K {
+                    rows16_vnni::<true>(path, w, x, n, r0 + c, out, m, c, &mut mt);
+                } else {
+                    rows16_vnni::<false>(path, w, x, n, r0 + c, out, m, c, &mut mt);
+                }
+            }
+        }
+        m - m % 16
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let r_first = 0;
+    for r in r_first..m {
         super::ops::prefetch_rows(w, r0 + r + 1..r0 + r + 2);
         let wr = w.row(r0 + r);
         // Running sums per token: `out` (tiled: the result; repack: acc) and `tmp` (repack: accm).
@@ -485,6 +506,217 @@ fn matmul_impl<const AVX2: bool, const VNNI: bool>(
     Ok(())
 }
 
+/// Rows `r..r + 16` of `w` (Q4_K, or Q6_K when `Q6`) times the `n` Q8_K rows `x` along `path`,
+/// into `out[t * m + col..][..16]`; `mt` has room for `n` rows of 16 (repack: the `accm` sums).
+///
+/// Each 32-bit lane is one weight row, as in llama.cpp's `ggml_gemm_q4_K_8x8_q8_K` (repacked
+/// rows side by side): a super-block of the 16 rows is decoded once, with gathers, into 64
+/// registers' worth of codes (register `i`: values `4i..4i + 4` of each row), and each
+/// `vpdpbusd` then takes four activation bytes broadcast from memory, so the sums need no
+/// horizontal reductions. Per lane the integers are [`Block::group_sums`]'s and the float
+/// operations `matmul_impl`'s, in the same order: the results are the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, AVX-512 F/BW and VNNI; rows `r..r + 16` exist, `x` holds `n`
+/// rows and `out` at least `n * m` values with `col + 16 <= m`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows16_vnni<const Q6: bool>(
+    path: Path,
+    w: &Matrix,
+    x: &[u8],
+    n: usize,
+    r: usize,
+    out: &mut [f32],
+    m: usize,
+    col: usize,
+    mt: &mut [[f32; 16]],
+) {
+    use std::arch::x86_64::*;
+    let nb = w.n_cols / QK_K;
+    let arow = nb * Q8K_BYTES;
+    let bsize = w.ty.type_size();
+    let n_gemm = n - n % 4;
+    // Dwords of codes per sub-block (32 values for Q4_K, 16 for Q6_K).
+    let l = if Q6 { 4 } else { 8 };
+    // SAFETY: the gathers read inside rows r..r + 16 (offsets below a block's size, the Q6_K
+    // scale read starts at 206 of 210); activation reads stay inside row t of `x`; `out`
+    // and `mt` are indexed below their checked sizes.
+    unsafe {
+        let rows = w.data().as_ptr().add(r * w.row_bytes);
+        let offs = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(w.row_bytes as i32),
+        );
+        let zero = _mm512_setzero_si512();
+        let m4 = _mm512_set1_epi8(0x0F);
+        let halves = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+        let mut q = [zero; 64];
+        // Q4_K: scales and mins (as an i16 pair `min | min << 16`) per sub-block; Q6_K: scales
+        // and, per pair of sub-blocks, `scale0 | scale1 << 16`.
+        let mut sc = [zero; 16];
+        let mut pair = [zero; 8];
+        for t in 0..n {
+            out[t * m + col..][..16].fill(0.0);
+            mt[t] = [0.0; 16];
+        }
+        for b in 0..nb {
+            let blk = rows.add(b * bsize);
+            let g = |o: usize| _mm512_i32gather_epi32::<1>(offs, blk.add(o).cast());
+            let (d, dmin);
+            if Q6 {
+                let m3 = _mm512_set1_epi8(3);
+                for h in 0..2 {
+                    for j in 0..8 {
+                        let ql0 = g(64 * h + 4 * j);
+                        let ql1 = g(64 * h + 32 + 4 * j);
+                        let qh = g(128 + 32 * h + 4 * j);
+                        let hi = |s: u32| {
+                            _mm512_slli_epi32::<4>(_mm512_and_si512(
+                                _mm512_srlv_epi32(qh, _mm512_set1_epi32(s as i32)),
+                                m3,
+                            ))
+                        };
+                        let lo4 = |v: __m512i| _mm512_and_si512(v, m4);
+                        let hi4 = |v: __m512i| _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4);
+                        q[32 * h + j] = _mm512_or_si512(lo4(ql0), hi(0));
+                        q[32 * h + 8 + j] = _mm512_or_si512(lo4(ql1), hi(2));
+                        q[32 * h + 16 + j] = _mm512_or_si512(hi4(ql0), hi(4));
+                        q[32 * h + 24 + j] = _mm512_or_si512(hi4(ql1), hi(6));
+                    }
+                }
+                for k in 0..4 {
+                    let v = g(192 + 4 * k);
+                    for i in 0..4 {
+                        // Sign-extended byte i.
+                        let sh = _mm512_sllv_epi32(v, _mm512_set1_epi32(24 - 8 * i as i32));
+                        sc[4 * k + i] = _mm512_srai_epi32::<24>(sh);
+                    }
+                }
+                for (i, p) in pair.iter_mut().enumerate() {
+                    let lo = _mm512_and_si512(sc[2 * i], _mm512_set1_epi32(0xFFFF));
+                    *p = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(sc[2 * i + 1]));
+                }
+                d = halves(_mm512_srli_epi32::<16>(g(206)));
+                dmin = _mm512_setzero_ps();
+            } else {
+                for c in 0..4 {
+                    for j in 0..8 {
+                        let v = g(16 + 32 * c + 4 * j);
+                        q[16 * c + j] = _mm512_and_si512(v, m4);
+                        q[16 * c + 8 + j] = _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4);
+                    }
+                }
+                // get_scale_min_k4 on bytes 4..16, per lane.
+                let (s0, s1, s2) = (g(4), g(8), g(12));
+                let byte = |v: __m512i, i: usize| {
+                    _mm512_and_si512(
+                        _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * i as i32)),
+                        _mm512_set1_epi32(0xFF),
+                    )
+                };
+                let m63 = _mm512_set1_epi32(63);
+                for j in 0..8 {
+                    let (s, mn) = if j < 4 {
+                        (
+                            _mm512_and_si512(byte(s0, j), m63),
+                            _mm512_and_si512(byte(s1, j), m63),
+                        )
+                    } else {
+                        let (c, i) = (byte(s2, j - 4), j - 4);
+                        let top =
+                            |v: __m512i| _mm512_slli_epi32::<4>(_mm512_srli_epi32::<6>(byte(v, i)));
+                        (
+                            _mm512_or_si512(_mm512_and_si512(c, _mm512_set1_epi32(0xF)), top(s0)),
+                            _mm512_or_si512(_mm512_srli_epi32::<4>(c), top(s1)),
+                        )
+                    };
+                    sc[j] = s;
+                    pair[j] = _mm512_or_si512(mn, _mm512_slli_epi32::<16>(mn));
+                }
+                let dd = g(0);
+                d = halves(dd);
+                dmin = halves(_mm512_srli_epi32::<16>(dd));
+            }
+            for (t, mt) in mt.iter_mut().enumerate().take(n) {
+                let a = x.as_ptr().add(t * arow + b * Q8K_BYTES);
+                let aq = a.add(4).cast::<i32>();
+                let bs = a.add(4 + QK_K).cast::<i32>();
+                let bc = |p: *const i32| _mm512_set1_epi32(std::ptr::read_unaligned(p));
+                let mut s = [zero; 4];
+                let mut mn = [zero; 4];
+                let per_group = 16 / l;
+                for (gi, (sg, mg)) in s.iter_mut().zip(&mut mn).enumerate() {
+                    for sb in per_group * gi..per_group * (gi + 1) {
+                        let mut dp = zero;
+                        for j in 0..l {
+                            dp = _mm512_dpbusd_epi32(dp, q[l * sb + j], bc(aq.add(l * sb + j)));
+                        }
+                        *sg = _mm512_add_epi32(*sg, _mm512_mullo_epi32(dp, sc[sb]));
+                    }
+                    if Q6 {
+                        // Q6_K's offset: 32 · Σ scale·bsum over the group's sub-blocks.
+                        let c = _mm512_add_epi32(
+                            _mm512_madd_epi16(pair[2 * gi], bc(bs.add(2 * gi))),
+                            _mm512_madd_epi16(pair[2 * gi + 1], bc(bs.add(2 * gi + 1))),
+                        );
+                        *sg = _mm512_sub_epi32(*sg, _mm512_slli_epi32::<5>(c));
+                    } else {
+                        *mg = _mm512_add_epi32(
+                            _mm512_madd_epi16(pair[2 * gi], bc(bs.add(2 * gi))),
+                            _mm512_madd_epi16(pair[2 * gi + 1], bc(bs.add(2 * gi + 1))),
+                        );
+                    }
+                }
+                let d8 = _mm512_set1_ps(std::ptr::read_unaligned(a.cast::<f32>()));
+                let op = out.as_mut_ptr().add(t * m + col);
+                let mut o = _mm512_loadu_ps(op);
+                let cvt = _mm512_cvtepi32_ps;
+                let total = |v: [__m512i; 4]| {
+                    _mm512_add_epi32(_mm512_add_epi32(v[0], v[1]), _mm512_add_epi32(v[2], v[3]))
+                };
+                match path {
+                    Path::Tiled => {
+                        // tiled_run_microtile_avx2's epilogue, per lane
+                        let mut res = _mm512_mul_ps(cvt(total(s)), d);
+                        if !Q6 {
+                            let neg = _mm512_sub_ps(_mm512_setzero_ps(), dmin);
+                            res = _mm512_fmadd_ps(neg, cvt(total(mn)), res);
+                        }
+                        o = _mm512_fmadd_ps(res, d8, o);
+                    }
+                    Path::Repack => {
+                        let mp = mt.as_mut_ptr();
+                        let mut acc_m = _mm512_loadu_ps(mp);
+                        let (dd, dm) = (_mm512_mul_ps(d, d8), _mm512_mul_ps(dmin, d8));
+                        if t < n_gemm {
+                            // ggml_gemm_q4_K_8x8_q8_K: one FMA per 64 values
+                            for gi in 0..4 {
+                                o = _mm512_fmadd_ps(cvt(s[gi]), dd, o);
+                                acc_m = _mm512_fmadd_ps(cvt(mn[gi]), dm, acc_m);
+                            }
+                        } else {
+                            // ggml_gemv_q4_K_8x8_q8_K
+                            o = _mm512_fmadd_ps(cvt(total(s)), dd, o);
+                            acc_m = _mm512_fmadd_ps(cvt(total(mn)), dm, acc_m);
+                        }
+                        _mm512_storeu_ps(mp, acc_m);
+                    }
+                }
+                _mm512_storeu_ps(op, o);
+            }
+        }
+        if path == Path::Repack {
+            for (t, mt) in mt.iter().enumerate().take(n) {
+                let op = out.as_mut_ptr().add(t * m + col);
+                let o = _mm512_sub_ps(_mm512_loadu_ps(op), _mm512_loadu_ps(mt.as_ptr()));
+                _mm512_storeu_ps(op, o);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,7 +742,8 @@ mod tests {
     /// and agrees with the `vec_dot` kernel to the same precision: the integer decoding is right.
     #[test]
     fn paths_compute_the_dot_product() {
-        let (k, m, n) = (512, 16, 9);
+        // 40 rows: two groups of sixteen for the AVX-512 kernel and eight rows after them.
+        let (k, m, n) = (512, 40, 9);
         for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
             let wf = rand(k * m, 1);
             let rb = usize::try_from(ty.row_size(k as u64).unwrap()).unwrap();
@@ -557,13 +790,16 @@ mod tests {
                         crate::quant::vnni_available()
                     );
                 }
-                let mut part = vec![0f32; n * 8];
-                matmul(path, &w, &xb, n, 8..16, &mut part, &mut tmp).unwrap();
-                for t in 0..n {
-                    assert_eq!(
-                        bits(&part[t * 8..(t + 1) * 8]),
-                        bits(&out[t * m + 8..t * m + 16])
-                    );
+                for part_rows in [8..16, 8..40] {
+                    let len = part_rows.len();
+                    let mut part = vec![0f32; n * len];
+                    matmul(path, &w, &xb, n, part_rows.clone(), &mut part, &mut tmp).unwrap();
+                    for t in 0..n {
+                        assert_eq!(
+                            bits(&part[t * len..(t + 1) * len]),
+                            bits(&out[t * m + part_rows.start..t * m + part_rows.end])
+                        );
+                    }
                 }
                 for r in 0..m {
                     w.dequantize_row(r, &mut wd, &mut Vec::new()).unwrap();

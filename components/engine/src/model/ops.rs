@@ -186,11 +186,36 @@ pub fn matmul_rows(
         // Four rows at a time (the same results, see `VecDot4Fn`).
         let dot4x2 = quant::vec_dot4x2_fn(w.ty).filter(|_| n >= 2);
         let dot4x4 = quant::vec_dot4x4_fn(w.ty).filter(|_| n >= 4);
+        let dot4x8 = quant::vec_dot4x8_fn(w.ty).filter(|_| n >= 8);
+        // The eight-token kernel takes the activation scales as f32, converted here once.
+        let scales: Vec<f32> = match dot4x8 {
+            Some(_) => (0..n)
+                .flat_map(|t| quant::q8_0_scales(&a[t * arow..(t + 1) * arow]))
+                .collect(),
+            None => Vec::new(),
+        };
+        let nbk = scales.len() / n.max(1);
         while rows.len() >= 4 {
             let r = rows.start;
             let ws = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
             let mut t = 0;
             let at = |t: usize| &a[t * arow..(t + 1) * arow];
+            if let Some(dot4x8) = dot4x8 {
+                let dt = |t: usize| &scales[t * nbk..(t + 1) * nbk];
+                while t + 8 <= n {
+                    let v = dot4x8(
+                        k,
+                        ws,
+                        std::array::from_fn(|u| at(t + u)),
+                        std::array::from_fn(|u| dt(t + u)),
+                    );
+                    for (u, vu) in v.iter().enumerate() {
+                        let o = (t + u) * ldo + i0;
+                        out[o..o + 4].copy_from_slice(vu);
+                    }
+                    t += 8;
+                }
+            }
             if let Some(dot4x4) = dot4x4 {
                 // Four tokens at a time: each weight block decoded once for all four.
                 while t + 4 <= n {

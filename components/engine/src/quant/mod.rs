@@ -677,6 +677,62 @@ mod vnni_q8_0 {
     vnni_entries!(x1, x2, x4, BlockQ8_0, q8_0::avx2);
 }
 
+/// Dot products of four weight rows with eight Q8_0 activation rows `a`, given each one's block
+/// scales as f32 (`d[t]`: [`q8_0_scales`] of `a[t]`, converted once per product rather than once
+/// per weight row): `[t][j] = w[j]·a[t]`, each bit for bit the [`VecDotFn`] of the same type
+/// (prefill, AVX-512 VNNI only).
+pub type VecDot4x8Fn = fn(n: usize, w: [&[u8]; 4], a: [&[u8]; 8], d: [&[f32]; 8]) -> [[f32; 4]; 8];
+
+/// The block scales of a Q8_0 row as f32 (exact), as [`VecDot4x8Fn`] takes them.
+pub fn q8_0_scales(a: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    a.chunks_exact(std::mem::size_of::<BlockQ8_0>())
+        .map(|b| util::f16_le([b[0], b[1]]))
+}
+
+/// Defines the eight-token AVX-512 VNNI entry of a Q8_0-family type
+/// (`$path::vec_dot_x4t8_vnni`), after checking lengths.
+macro_rules! vnni_entry_x8 {
+    ($x8:ident, $B:ty, $path:path) => {
+        #[cfg(target_arch = "x86_64")]
+        fn $x8(n: usize, w: [&[u8]; 4], a: [&[u8]; 8], d: [&[f32]; 8]) -> [[f32; 4]; 8] {
+            use $path as k;
+            let ws = w.map(|w| split_rows::<$B>(n, w, a[0]).map(|(w, _)| w));
+            let acts = a.map(|a| split_rows::<$B>(n, w[0], a).map(|(_, a)| a));
+            let nb = n / <$B as QuantBlock>::BLOCK_SIZE;
+            match (
+                ws,
+                acts.iter().all(Option::is_some) && d.iter().all(|d| d.len() == nb),
+            ) {
+                ([Some(w0), Some(w1), Some(w2), Some(w3)], true) => {
+                    let acts = acts.map(|a| a.unwrap_or_default());
+                    // SAFETY: handed out by `vec_dot4x8_fn` only where `vnni_available()`.
+                    unsafe { k::vec_dot_x4t8_vnni([w0, w1, w2, w3], acts, d) }
+                }
+                _ => [[f32::NAN; 4]; 8],
+            }
+        }
+    };
+}
+
+vnni_entry_x8!(q4_0_vnni_x8, BlockQ4_0, q4_0::avx2);
+vnni_entry_x8!(q5_0_vnni_x8, BlockQ5_0, q5_0::avx2);
+vnni_entry_x8!(q8_0_vnni_x8, BlockQ8_0, q8_0::avx2);
+
+/// The four-row, eight-token kernel for `ty` on the backend in use, where there is one.
+pub fn vec_dot4x8_fn(ty: GgmlType) -> Option<VecDot4x8Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if vnni_available() {
+        return match ty {
+            GgmlType::Q4_0 => Some(q4_0_vnni_x8),
+            GgmlType::Q5_0 => Some(q5_0_vnni_x8),
+            GgmlType::Q8_0 => Some(q8_0_vnni_x8),
+            _ => None,
+        };
+    }
+    let _ = ty;
+    None
+}
+
 /// Whether the AVX-512 VNNI kernels (the four-row ones here, the K-quant path's) can run here.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn vnni_available() -> bool {

@@ -153,6 +153,25 @@ pub(crate) mod avx2 {
     ) -> [[f32; 4]; T] {
         rows_q8_0_vnni::<_, T, 8>(x, y, |xb| qu(xb))
     }
+
+    /// [`vec_dot`] of four rows with eight activation rows whose block scales are `dy`
+    /// (512-bit VNNI, see [`rows_q8_0_x4t8`]), bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn vec_dot_x4t8_vnni(
+        x: [&[BlockQ4_0]; 4],
+        y: [&[BlockQ8_0]; 8],
+        dy: [&[f32]; 8],
+    ) -> [[f32; 4]; 8] {
+        // SAFETY: the features are enabled here.
+        unsafe {
+            rows_q8_0_x4t8(x, y, dy, |a, b| {
+                _mm512_sub_epi8(nibbles_x2(&a.qs, &b.qs), _mm512_set1_epi8(8))
+            })
+        }
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

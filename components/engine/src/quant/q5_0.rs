@@ -170,6 +170,29 @@ pub(crate) mod avx2 {
     ) -> [[f32; 4]; T] {
         rows_q8_0_vnni::<_, T, 16>(x, y, |xb| qu(xb))
     }
+
+    /// [`vec_dot`] of four rows with eight activation rows whose block scales are `dy`
+    /// (512-bit VNNI, see [`rows_q8_0_x4t8`]), bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn vec_dot_x4t8_vnni(
+        x: [&[BlockQ5_0]; 4],
+        y: [&[BlockQ8_0]; 8],
+        dy: [&[f32]; 8],
+    ) -> [[f32; 4]; 8] {
+        // SAFETY: the features are enabled here.
+        unsafe {
+            rows_q8_0_x4t8(x, y, dy, |a, b| {
+                let nib = nibbles_x2(&a.qs, &b.qs);
+                // Where the fifth bit is clear the value is the nibble minus 16.
+                let h = u64::from(u32::from_le_bytes(a.qh))
+                    | (u64::from(u32::from_le_bytes(b.qh)) << 32);
+                _mm512_mask_sub_epi8(nib, !h, nib, _mm512_set1_epi8(16))
+            })
+        }
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -457,6 +457,29 @@ fn four_row_kernels_match_one_row_kernels() {
             }
             assert!(dot4x4(n, ws, [&acts[0], &acts[1], &acts[2], &acts[3][1..]])[3][0].is_nan());
         }
+        if let Some(dot4x8) = vec_dot4x8_fn(ty) {
+            let acts: Vec<Vec<u8>> = (0..8)
+                .map(|_| quantize(ty.vec_dot_type(), &rng.activations(n)))
+                .collect();
+            let scales: Vec<Vec<f32>> = acts.iter().map(|a| q8_0_scales(a).collect()).collect();
+            let ws = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
+            let a8: [&[u8]; 8] = std::array::from_fn(|t| &acts[t][..]);
+            let d8: [&[f32]; 8] = std::array::from_fn(|t| &scales[t][..]);
+            let got = dot4x8(n, ws, a8, d8);
+            for (t, act) in acts.iter().enumerate() {
+                for (j, row) in rows.iter().enumerate() {
+                    assert_eq!(
+                        got[t][j].to_bits(),
+                        dot(n, row, act).to_bits(),
+                        "{} 4x8",
+                        ty.name()
+                    );
+                }
+            }
+            let mut short = d8;
+            short[5] = &scales[5][1..];
+            assert!(dot4x8(n, ws, a8, short)[5][0].is_nan());
+        }
     }
     if Backend::best() == Backend::Avx2 {
         assert!(covered >= 4, "the AVX2 four-row kernels are not offered");

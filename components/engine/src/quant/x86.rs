@@ -304,3 +304,91 @@ pub(crate) fn vnni_available() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
+
+/// Four weight rows against eight Q8_0 activation rows with 512-bit AVX-512 VNNI, for the same
+/// block types as [`rows_q8_0`]; `dy[t][i]` is activation block `i`'s scale as f32 (converted once
+/// per product by the caller, not once per weight row) and `q2` decodes two weight blocks to
+/// their signed values `[first | second]`. Each result is [`rows_q8_0`]'s bit for bit: a zmm
+/// holds two (row, token) pairs as its two 256-bit halves, and every lane goes through the same
+/// operations as there (exact integer lane sum, conversion, `fma(dx·dy, sum, acc)`, then
+/// `hsum_float_8`); only twice as many lanes per instruction. The lane sums come from
+/// `vpdpbusd` with the activations as the unsigned side: `Σ (y + 128)·q - 128·Σ q = Σ y·q`, with
+/// the correction per weight block, shared by all eight tokens.
+///
+/// # Safety
+/// Only call from functions that enable AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
+#[inline(always)]
+pub(crate) unsafe fn rows_q8_0_x4t8<B>(
+    x: [&[B]; 4],
+    y: [&[BlockQ8_0]; 8],
+    dy: [&[f32]; 8],
+    q2: impl Fn(&B, &B) -> __m512i,
+) -> [[f32; 4]; 8] {
+    // SAFETY: the caller enables the features; the loads read a Q8_0 block's 32 quants.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        let nb = x
+            .iter()
+            .map(|r| r.len())
+            .chain(y.iter().map(|r| r.len()))
+            .chain(dy.iter().map(|r| r.len()))
+            .min()
+            .unwrap_or(0);
+        let zero = _mm512_setzero_si512();
+        let bias = _mm512_set1_epi8(0x80u8 as i8);
+        // Lanes 0..8 take element 0, lanes 8..16 element 1.
+        let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        for i in 0..nb {
+            let mut q = [zero; 2];
+            let mut c = [zero; 2];
+            let mut dx = [_mm512_setzero_ps(); 2];
+            for p in 0..2 {
+                let (a, b) = (&x[2 * p][i], &x[2 * p + 1][i]);
+                for r in [a, b] {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        (r as *const B).cast::<i8>().wrapping_add(PREFETCH_AHEAD),
+                    );
+                }
+                q[p] = q2(a, b);
+                c[p] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, q[p]));
+                let h = |r: &B| u32::from(std::ptr::read_unaligned((r as *const B).cast::<u16>()));
+                let d = _mm_cvtph_ps(_mm_cvtsi32_si128((h(a) | h(b) << 16) as i32));
+                dx[p] = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(d));
+            }
+            for t in 0..8 {
+                let yq =
+                    _mm512_xor_si512(_mm512_broadcast_i64x4(load256(y[t][i].qs.as_ptr())), bias);
+                let d = _mm512_set1_ps(dy[t][i]);
+                for p in 0..2 {
+                    let s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c[p], yq, q[p]));
+                    acc[t][p] = _mm512_fmadd_ps(_mm512_mul_ps(dx[p], d), s, acc[t][p]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 4]; 8];
+        for t in 0..8 {
+            for p in 0..2 {
+                out[t][2 * p] = hsum_float_8(_mm512_castps512_ps256(acc[t][p]));
+                let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[t][p]));
+                out[t][2 * p + 1] = hsum_float_8(_mm256_castpd_ps(hi));
+            }
+        }
+        out
+    }
+}
+
+/// The 32 nibbles of each of two blocks as bytes `[lo a | hi a | lo b | hi b]` (values 0..16 then
+/// 16..32 of each block, as `bytes_from_nibbles_32` orders them), for [`rows_q8_0_x4t8`].
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+pub(crate) fn nibbles_x2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
+    // SAFETY: both are 16 bytes.
+    let ab =
+        unsafe { _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load128(a)), load128(b)) };
+    let ab = _mm512_castsi256_si512(ab);
+    // 128-bit lanes [a, a, b, b]; the odd ones shifted down by a nibble.
+    let z = _mm512_shuffle_i64x2::<0b01_01_00_00>(ab, ab);
+    const S: i64 = 0x0004_0004_0004_0004;
+    let shift = _mm512_set_epi64(S, S, 0, 0, S, S, 0, 0);
+    _mm512_and_si512(_mm512_srlv_epi16(z, shift), _mm512_set1_epi8(0x0F))
+}
