@@ -562,6 +562,193 @@ fn dot_f16(a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
     }
 }
 
+/// How [`attention`] computes its f16 dot products: [`dot_f16`] as written ([`Portable`]), or
+/// the same sums with AVX-512 registers ([`avx512_dot::Avx512`]).
+trait F16Dot: Copy {
+    fn dot(self, a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32;
+}
+
+/// [`dot_f16`], which the compiler vectorizes as it can.
+#[derive(Clone, Copy)]
+struct Portable;
+
+impl F16Dot for Portable {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
+        dot_f16(a, b, offset, order)
+    }
+}
+
+/// [`dot_f16`] in AVX-512 registers. The portable code keeps its 16 lanes in an array that the
+/// compiler spills around the masked tail, and the reduction's loads then wait on that store
+/// (store forwarding fails on masked stores): most of the attention's time in a profile.
+#[cfg(target_arch = "x86_64")]
+mod avx512_dot {
+    use super::{DotOrder, F16Dot};
+    use std::arch::x86_64::*;
+
+    /// Proof that the CPU has AVX-512F: made only by [`Avx512::new`]'s caller, which checked.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(());
+
+    impl Avx512 {
+        /// # Safety
+        /// The CPU must support AVX-512F (and the caller be compiled with it, for inlining).
+        pub(super) unsafe fn new() -> Avx512 {
+            Avx512(())
+        }
+    }
+
+    impl F16Dot for Avx512 {
+        #[inline(always)]
+        fn dot(self, a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
+            // SAFETY: an `Avx512` exists only where the CPU has AVX-512F.
+            unsafe { dot(a, b, offset, order) }
+        }
+    }
+
+    /// `super::reduce16` (GCC's `_mm512_reduce_add_ps`): halves, quarters, then
+    /// `(t[0] + t[2]) + (t[1] + t[3])`.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    #[inline]
+    fn reduce16(v: __m512) -> f32 {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let t8 = _mm256_add_ps(hi, lo);
+        let t4 = _mm_add_ps(_mm256_extractf128_ps::<1>(t8), _mm256_castps256_ps128(t8));
+        let t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+        _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)))
+    }
+
+    /// `super::dot_f16`, lane for lane. Products of f16 values are exact in f32, so a fused
+    /// multiply-add rounds once, as the portable multiply-then-add does; lanes past a tail are
+    /// left alone (`mask3`), as there.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    #[inline]
+    fn dot(a: &[f32], b: &[f32], offset: usize, order: DotOrder) -> f32 {
+        let n = a.len();
+        let b = &b[..n];
+        let whole = n / 16 * 16;
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        // SAFETY (every load below): `i + 16 <= whole <= n`, the length of both slices; masked
+        // loads touch only the `len` lanes of their mask, `i + len <= n`.
+        // Macros, not closures: a closure would not get this function's target features.
+        macro_rules! group {
+            ($i:expr) => {
+                unsafe { (_mm512_loadu_ps(pa.add($i)), _mm512_loadu_ps(pb.add($i))) }
+            };
+        }
+        let tail_mask = |len: usize| ((1u32 << len) - 1) as __mmask16;
+        match order {
+            DotOrder::Tiny => {
+                let mut acc = _mm512_setzero_ps();
+                let mut i = 0;
+                while i < whole {
+                    let (x, y) = group!(i);
+                    acc = _mm512_fmadd_ps(x, y, acc);
+                    i += 16;
+                }
+                if whole < n {
+                    let m = tail_mask(n - whole);
+                    // SAFETY: see above.
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(m, pa.add(whole)),
+                            _mm512_maskz_loadu_ps(m, pb.add(whole)),
+                        )
+                    };
+                    acc = _mm512_mask3_fmadd_ps(x, y, acc, m);
+                }
+                reduce16(acc)
+            }
+            DotOrder::Vec | DotOrder::VecPadded => {
+                let np = if order == DotOrder::VecPadded {
+                    n
+                } else {
+                    ((offset + n) & !63).max(offset) - offset
+                };
+                let mut acc = [_mm512_setzero_ps(); 4];
+                let g0 = offset / 16;
+                let mut i = 0;
+                while i < whole && i < np {
+                    let (x, y) = group!(i);
+                    let k = (g0 + i / 16) & 3;
+                    acc[k] = _mm512_fmadd_ps(x, y, acc[k]);
+                    i += 16;
+                }
+                if np > whole {
+                    let m = tail_mask(np - whole);
+                    // SAFETY: see above (`np <= n`).
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(m, pa.add(whole)),
+                            _mm512_maskz_loadu_ps(m, pb.add(whole)),
+                        )
+                    };
+                    let k = (g0 + whole / 16) & 3;
+                    acc[k] = _mm512_mask3_fmadd_ps(x, y, acc[k], m);
+                }
+                let x = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+                let mut sum = f64::from(reduce16(x));
+                for i in np..n {
+                    sum += f64::from(a[i] * b[i]);
+                }
+                sum as f32
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Bit for bit [`super::super::dot_f16`] in every order, offset and length, on f16
+        /// values with signed zeros, subnormals and extremes among them.
+        #[test]
+        fn avx512_dot_is_dot_f16() {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                return;
+            }
+            let mut seed = 0x853c_49e6_748f_ea9bu64;
+            let mut rnd = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let v = match seed % 23 {
+                    0 => -0.0,
+                    1 => 0.0,
+                    2 => 6e-8,
+                    3 => -65504.0,
+                    4 => 65504.0,
+                    _ => ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0,
+                };
+                super::super::round_f16(v)
+            };
+            for n in [
+                0, 1, 5, 15, 16, 17, 33, 63, 64, 65, 100, 127, 128, 200, 256, 300,
+            ] {
+                let a: Vec<f32> = (0..n).map(|_| rnd()).collect();
+                let b: Vec<f32> = (0..n).map(|_| rnd()).collect();
+                for order in [DotOrder::Tiny, DotOrder::Vec, DotOrder::VecPadded] {
+                    for offset in [0, 16, 48, 64, 128] {
+                        if order == DotOrder::Tiny && offset != 0 {
+                            continue;
+                        }
+                        let want = super::super::dot_f16(&a, &b, offset, order);
+                        // SAFETY: checked above.
+                        let got = unsafe { dot(&a, &b, offset, order) };
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{order:?} n={n} offset={offset}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Activations
 
@@ -868,11 +1055,11 @@ pub(crate) fn attention(
         // checked just above.
         return unsafe { attention_avx512(cfg, kv, q, pos0, n, part, s, out) };
     }
-    attention_impl(cfg, kv, q, pos0, n, part, s, out)
+    attention_impl(Portable, cfg, kv, q, pos0, n, part, s, out)
 }
 
 /// [`attention`] compiled for AVX-512: the same code (Rust never contracts a multiply and an
-/// add into an FMA, so the same bits), its 16-lane dot products one register wide.
+/// add into an FMA, so the same bits), its f16 dot products in registers ([`avx512_dot`]).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and AVX-512F.
@@ -889,12 +1076,15 @@ unsafe fn attention_avx512(
     s: &mut AttnScratch,
     out: &mut [f32],
 ) -> Result<()> {
-    attention_impl(cfg, kv, q, pos0, n, part, s, out)
+    // SAFETY: this function runs only where the CPU has AVX-512F.
+    let dot = unsafe { avx512_dot::Avx512::new() };
+    attention_impl(dot, cfg, kv, q, pos0, n, part, s, out)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attention_impl(
+fn attention_impl<D: F16Dot>(
+    dot: D,
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
@@ -905,16 +1095,17 @@ fn attention_impl(
     out: &mut [f32],
 ) -> Result<()> {
     if cfg.flash {
-        attention_flash(cfg, kv, q, pos0, n, part, s, out)
+        attention_flash(dot, cfg, kv, q, pos0, n, part, s, out)
     } else {
-        attention_plain(cfg, kv, q, pos0, n, part, s, out)
+        attention_plain(dot, cfg, kv, q, pos0, n, part, s, out)
     }
 }
 
 /// [`attention`] without flash attention.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attention_plain(
+fn attention_plain<D: F16Dot>(
+    dot: D,
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
@@ -955,7 +1146,7 @@ fn attention_plain(
                     *sc = f32::NEG_INFINITY;
                     continue;
                 }
-                let mut v = dot_f16(kv.k_row(p0, g), &s.q16[..hk], 0, order);
+                let mut v = dot.dot(kv.k_row(p0, g), &s.q16[..hk], 0, order);
                 if let Some(cap) = cfg.softcap {
                     v = (v * (1.0 / cap)).tanh() * cap;
                 }
@@ -980,7 +1171,7 @@ fn attention_plain(
             // out = Σ_j p_j · V_j, one output dimension at a time over the transposed cache
             let o = &mut out[((t - part.tokens.start) * n_out + h - part.heads.start) * hv..][..hv];
             for (d, od) in o.iter_mut().enumerate() {
-                *od = dot_f16(
+                *od = dot.dot(
                     kv.v_row(g, d, first, p1 + 1),
                     &s.p16[..n_kv],
                     first,
@@ -1007,7 +1198,8 @@ const FA_TILE_KV: usize = 64;
 /// (`..._f16_one_chunk`: f16 queries, an online softmax per key, values accumulated in f16).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attention_flash(
+fn attention_flash<D: F16Dot>(
+    dot: D,
     cfg: &AttnCfg,
     kv: &LayerKv<'_>,
     q: &[f32],
@@ -1100,7 +1292,7 @@ fn attention_flash(
                 vkq.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
                 for p in start..=p1 {
-                    let mut v = dot_f16(kv.k_row(p, g), &s.q16[..hk], 0, DotOrder::Vec) * scale;
+                    let mut v = dot.dot(kv.k_row(p, g), &s.q16[..hk], 0, DotOrder::Vec) * scale;
                     if cap != 0.0 {
                         v = cap * v.tanh();
                     }
