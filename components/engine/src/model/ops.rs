@@ -762,7 +762,12 @@ pub(crate) fn swiglu(x: &mut [f32], g: &[f32]) {
     } else {
         0
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    let i = relaxed::swiglu(&mut x[..n], &g[..n]);
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "relaxed-simd")
+    )))]
     let i = 0;
     for (a, &b) in x[i..n].iter_mut().zip(&g[i..n]) {
         *a = *a / (1.0 + expf(0.0 - *a)) * b;
@@ -778,10 +783,130 @@ pub(crate) fn exp_sub(v: &mut [f32], m: f32) {
     } else {
         0
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    let i = relaxed::exp_sub(v, m);
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "relaxed-simd")
+    )))]
     let i = 0;
     for x in &mut v[i..] {
         *x = expf(*x - m);
+    }
+}
+
+/// [`expf`], [`swiglu`] and [`exp_sub`] four lanes at a time in the relaxed-SIMD guest: the same
+/// operations per lane as the scalar code, whose FMAs are the same `f32x4.relaxed_madd` there
+/// (fused wherever the host runs it, see `quant::wasm`), so the same bits. The portable build
+/// keeps the scalar loop: its FMAs are exact emulations, cheaper one at a time.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod relaxed {
+    use core::arch::wasm32::*;
+
+    /// Four lanes of [`super::expf`].
+    #[inline(always)]
+    fn expf4(x: v128) -> v128 {
+        let c = |b: u32| f32x4_splat(f32::from_bits(b));
+        let madd = f32x4_relaxed_madd;
+        let r = c(0x4b40_0000);
+        let z = madd(x, c(0x3fb8_aa3b), r);
+        let n = f32x4_sub(z, r);
+        let neg_n = f32x4_neg(n);
+        let b = madd(neg_n, c(0x35bf_be8e), madd(neg_n, c(0x3f31_7200), x));
+        let u = f32x4_mul(b, b);
+        let p = madd(
+            madd(
+                madd(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                madd(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            madd(c(0x3f7f_fff6), b, f32x4_splat(1.0)),
+        );
+        // p · 2^n rounded once, through f64 (n is integral; |n| > 192 is replaced below).
+        let ni = i32x4_trunc_sat_f32x4(n);
+        let scale = |p: v128, ni: v128| {
+            let e = i64x2_shl(i64x2_add(ni, i64x2_splat(1023)), 52);
+            f32x4_demote_f64x2_zero(f64x2_mul(p, e))
+        };
+        let lo = scale(f64x2_promote_low_f32x4(p), i64x2_extend_low_i32x4(ni));
+        let hi = scale(
+            f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 0, 1>(p, p)),
+            i64x2_extend_high_i32x4(ni),
+        );
+        let res = i32x4_shuffle::<0, 1, 4, 5>(lo, hi);
+        let big = f32x4_gt(f32x4_abs(n), f32x4_splat(192.0));
+        let limit = v128_andnot(f32x4_splat(f32::INFINITY), f32x4_le(n, f32x4_splat(0.0)));
+        v128_bitselect(limit, res, big)
+    }
+
+    /// [`super::swiglu`] over whole groups of four; returns how many values it did.
+    pub(super) fn swiglu(x: &mut [f32], g: &[f32]) -> usize {
+        let n = x.len().min(g.len()) & !3;
+        for i in (0..n).step_by(4) {
+            // SAFETY: i + 4 <= n <= both lengths.
+            unsafe {
+                let a = v128_load(x.as_ptr().add(i).cast());
+                let b = v128_load(g.as_ptr().add(i).cast());
+                let e = expf4(f32x4_sub(f32x4_splat(0.0), a));
+                let s = f32x4_div(a, f32x4_add(f32x4_splat(1.0), e));
+                v128_store(x.as_mut_ptr().add(i).cast(), f32x4_mul(s, b));
+            }
+        }
+        n
+    }
+
+    /// [`super::exp_sub`] over whole groups of four; returns how many values it did.
+    pub(super) fn exp_sub(v: &mut [f32], m: f32) -> usize {
+        let n = v.len() & !3;
+        let mv = f32x4_splat(m);
+        for i in (0..n).step_by(4) {
+            // SAFETY: i + 4 <= n <= v.len().
+            unsafe {
+                let x = v128_load(v.as_ptr().add(i).cast());
+                v128_store(v.as_mut_ptr().add(i).cast(), expf4(f32x4_sub(x, mv)));
+            }
+        }
+        n
+    }
+
+    #[cfg(test)]
+    mod tests {
+        /// Lane for lane the scalar e^x (the same relaxed madd per step), over the useful range
+        /// and its edges.
+        #[test]
+        fn expf4_is_expf() {
+            let mut xs: Vec<f32> = (0..200_000).map(|i| -104.0 + i as f32 * 0.0009).collect();
+            xs.extend([
+                0.0,
+                -0.0,
+                88.7,
+                88.73,
+                89.0,
+                -87.3,
+                -103.9,
+                -150.0,
+                1e10,
+                -1e10,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::MIN_POSITIVE,
+                1e-30,
+            ]);
+            while !xs.len().is_multiple_of(4) {
+                xs.push(1.0);
+            }
+            let mut v = xs.clone();
+            assert_eq!(super::exp_sub(&mut v, 0.0), xs.len());
+            for (x, got) in xs.iter().zip(&v) {
+                let want = super::super::expf(*x);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "e^{x}: {got} vs {want}"
+                );
+            }
+        }
     }
 }
 
