@@ -88,6 +88,33 @@ impl CpuBackend {
         })
     }
 
+    /// Runs `item(i)` for every `i < n_items` on all threads of the pool (this one too), each
+    /// taking the next item until none is left, which balances threads the OS slows down.
+    /// Returns the first error an item gave.
+    fn for_each(&self, n_items: usize, item: &(dyn Fn(usize) -> Result<()> + Sync)) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let failed = std::sync::Mutex::new(None);
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n_items {
+                    break;
+                }
+                if let Err(e) = item(i)
+                    && let Ok(mut f) = failed.lock()
+                {
+                    f.get_or_insert(e);
+                }
+            }
+        };
+        let finished = self.pool.run(&work);
+        match failed.into_inner() {
+            Ok(Some(e)) => Err(e),
+            Ok(None) if finished => Ok(()),
+            _ => Err(Error::InvalidArgument("a CPU thread panicked".into())),
+        }
+    }
+
     /// A zeroed KV cache of `shape` whose attention runs on this backend's threads.
     pub fn kv_cache(self: &Arc<Self>, shape: &KvShape) -> Result<CpuKv> {
         Ok(CpuKv {
@@ -228,30 +255,10 @@ impl CpuMatrix {
             let n_chunks = m.div_ceil(chunk);
             let ptr = OutPtr(out.as_mut_ptr());
             let w = &self.w;
-            // Every thread of the pool (this one too) takes the next chunk until none is left,
-            // which balances threads the OS slows down.
-            let next = AtomicUsize::new(0);
-            let failed = std::sync::Mutex::new(None);
-            let work = || {
-                loop {
-                    let c = next.fetch_add(1, Ordering::Relaxed);
-                    if c >= n_chunks {
-                        break;
-                    }
-                    let rows = c * chunk..((c + 1) * chunk).min(m);
-                    if let Err(e) = chunk_product(w, acts, n, rows, m, ptr)
-                        && let Ok(mut f) = failed.lock()
-                    {
-                        f.get_or_insert(e);
-                    }
-                }
-            };
-            let finished = self.backend.pool.run(&work);
-            match failed.into_inner() {
-                Ok(Some(e)) => Err(e),
-                Ok(None) if finished => Ok(()),
-                _ => Err(Error::InvalidArgument("a CPU thread panicked".into())),
-            }
+            self.backend.for_each(n_chunks, &|c| {
+                let rows = c * chunk..((c + 1) * chunk).min(m);
+                chunk_product(w, acts, n, rows, m, ptr)
+            })
         })
     }
 }
@@ -397,51 +404,33 @@ impl DeviceKv for CpuKv {
         let blocks = n.div_ceil(tb);
         let n_items = nh * blocks;
         let ptr = OutPtr(out.as_mut_ptr());
-        let next = AtomicUsize::new(0);
-        let failed = std::sync::Mutex::new(None);
-        let job = || {
-            let r = with_attn_scratch(&shape, |s| {
-                SCRATCH.with_borrow_mut(|ts| -> Result<()> {
-                    grow(&mut ts.out, tb * hv, "attention scratch")?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n_items {
-                            return Ok(());
-                        }
-                        let (h, t0) = (i / blocks, (i % blocks) * tb);
-                        let tn = tb.min(n - t0);
-                        let o = &mut ts.out[..tn * hv];
-                        let part = AttnPart {
-                            tokens: t0..t0 + tn,
-                            heads: h..h + 1,
-                        };
-                        cache.attend(il, cfg, q, pos0, n, &part, s, o)?;
-                        for t in 0..tn {
-                            // SAFETY: head `h` of token `t0 + t` (hv values inside the n x nh x
-                            // hv output) belongs to this item alone.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    o.as_ptr().add(t * hv),
-                                    ptr.get().add(((t0 + t) * nh + h) * hv),
-                                    hv,
-                                );
-                            }
+        self.backend.for_each(n_items, &|i| {
+            let (h, t0) = (i / blocks, (i % blocks) * tb);
+            let tn = tb.min(n - t0);
+            with_attn_scratch(&shape, |s| {
+                SCRATCH.with_borrow_mut(|ts| {
+                    grow(&mut ts.out, tn * hv, "attention scratch")?;
+                    let o = &mut ts.out[..tn * hv];
+                    let part = AttnPart {
+                        tokens: t0..t0 + tn,
+                        heads: h..h + 1,
+                    };
+                    cache.attend(il, cfg, q, pos0, n, &part, s, o)?;
+                    for t in 0..tn {
+                        // SAFETY: head `h` of token `t0 + t` (hv values inside the n x nh x hv
+                        // output) belongs to this item alone.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                o.as_ptr().add(t * hv),
+                                ptr.get().add(((t0 + t) * nh + h) * hv),
+                                hv,
+                            );
                         }
                     }
+                    Ok(())
                 })
-            });
-            if let Err(e) = r
-                && let Ok(mut f) = failed.lock()
-            {
-                f.get_or_insert(e);
-            }
-        };
-        let finished = self.backend.pool.run(&job);
-        match failed.into_inner() {
-            Ok(Some(e)) => Err(e),
-            Ok(None) if finished => Ok(()),
-            _ => Err(Error::InvalidArgument("a CPU thread panicked".into())),
-        }
+            })
+        })
     }
 
     fn shift(

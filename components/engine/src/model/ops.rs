@@ -795,6 +795,46 @@ pub(crate) fn exp_sub(v: &mut [f32], m: f32) {
     }
 }
 
+/// Inputs for the vector e^x tests: the whole useful range and its edges, padded to a multiple
+/// of `lanes`.
+#[cfg(test)]
+fn exp_cases(lanes: usize) -> Vec<f32> {
+    let mut xs: Vec<f32> = (0..200_000).map(|i| -104.0 + i as f32 * 0.0009).collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        88.7,
+        88.73,
+        89.0,
+        -87.3,
+        -103.9,
+        -150.0,
+        1e10,
+        -1e10,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        1e-30,
+    ]);
+    while !xs.len().is_multiple_of(lanes) {
+        xs.push(1.0);
+    }
+    xs
+}
+
+/// `got[i]` is the scalar [`expf`] of `xs[i]`, bit for bit (any NaN for a NaN).
+#[cfg(test)]
+fn assert_expf(xs: &[f32], got: &[f32]) {
+    for (x, got) in xs.iter().zip(got) {
+        let want = expf(*x);
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "e^{x}: {got} vs {want}"
+        );
+    }
+}
+
 /// [`expf`], [`swiglu`] and [`exp_sub`] four lanes at a time in the relaxed-SIMD guest: the same
 /// operations per lane as the scalar code, whose FMAs are the same `f32x4.relaxed_madd` there
 /// (fused wherever the host runs it, see `quant::wasm`), so the same bits. The portable build
@@ -876,36 +916,10 @@ mod relaxed {
         /// and its edges.
         #[test]
         fn expf4_is_expf() {
-            let mut xs: Vec<f32> = (0..200_000).map(|i| -104.0 + i as f32 * 0.0009).collect();
-            xs.extend([
-                0.0,
-                -0.0,
-                88.7,
-                88.73,
-                89.0,
-                -87.3,
-                -103.9,
-                -150.0,
-                1e10,
-                -1e10,
-                f32::INFINITY,
-                f32::NEG_INFINITY,
-                f32::NAN,
-                f32::MIN_POSITIVE,
-                1e-30,
-            ]);
-            while !xs.len().is_multiple_of(4) {
-                xs.push(1.0);
-            }
+            let xs = super::super::exp_cases(4);
             let mut v = xs.clone();
             assert_eq!(super::exp_sub(&mut v, 0.0), xs.len());
-            for (x, got) in xs.iter().zip(&v) {
-                let want = super::super::expf(*x);
-                assert!(
-                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                    "e^{x}: {got} vs {want}"
-                );
-            }
+            super::super::assert_expf(&xs, &v);
         }
     }
 }
@@ -1000,38 +1014,12 @@ mod avx2 {
             if crate::quant::Backend::best() != crate::quant::Backend::Avx2 {
                 return;
             }
-            let mut xs: Vec<f32> = (0..200_000).map(|i| -104.0 + i as f32 * 0.0009).collect();
-            xs.extend([
-                0.0,
-                -0.0,
-                88.7,
-                88.73,
-                89.0,
-                -87.3,
-                -103.9,
-                -150.0,
-                1e10,
-                -1e10,
-                f32::INFINITY,
-                f32::NEG_INFINITY,
-                f32::NAN,
-                f32::MIN_POSITIVE,
-                1e-30,
-            ]);
-            while !xs.len().is_multiple_of(8) {
-                xs.push(1.0);
-            }
+            let xs = super::super::exp_cases(8);
             let mut v = xs.clone();
             // SAFETY: checked above that the CPU has AVX2 and FMA.
             let done = unsafe { exp_sub(&mut v, 0.0) };
             assert_eq!(done, xs.len());
-            for (x, got) in xs.iter().zip(&v) {
-                let want = super::super::expf(*x);
-                assert!(
-                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                    "e^{x}: {got} vs {want}"
-                );
-            }
+            super::super::assert_expf(&xs, &v);
         }
     }
 }
