@@ -439,9 +439,10 @@ fn matmul_impl<const AVX2: bool, const VNNI: bool>(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let r_first = 0;
+    let wb = w.row_bytes_view();
     for r in r_first..m {
-        super::ops::prefetch_rows(w, r0 + r + 1..r0 + r + 2);
-        let wr = w.row(r0 + r);
+        wb.prefetch(r0 + r + 1..r0 + r + 2);
+        let wr = wb.row(r0 + r);
         // Running sums per token: `out` (tiled: the result; repack: acc) and `tmp` (repack: accm).
         for t in 0..n {
             out[t * m + r] = 0.0;

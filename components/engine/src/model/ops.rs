@@ -180,6 +180,7 @@ pub fn matmul_rows(
     // F32/F16 weights: llama.cpp's summation order for this batch size (see `fmat`).
     let tiny = fmat::dot_fn(w.ty, m, k, n);
     let dot = tiny.unwrap_or(w.dot);
+    let wb = w.row_bytes_view();
     let mut rows = rows;
     let mut i0 = 0;
     if let Some(dot4) = quant::vec_dot4_fn(w.ty).filter(|_| tiny.is_none()) {
@@ -197,7 +198,7 @@ pub fn matmul_rows(
         let nbk = scales.len() / n.max(1);
         while rows.len() >= 4 {
             let r = rows.start;
-            let ws = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+            let ws = [wb.row(r), wb.row(r + 1), wb.row(r + 2), wb.row(r + 3)];
             let mut t = 0;
             let at = |t: usize| &a[t * arow..(t + 1) * arow];
             if let Some(dot4x8) = dot4x8 {
@@ -247,35 +248,13 @@ pub fn matmul_rows(
         }
     }
     for (i, r) in rows.enumerate().map(|(i, r)| (i + i0, r)) {
-        prefetch_rows(w, r + 4..r + 5);
-        let wr = w.row(r);
+        wb.prefetch(r + 4..r + 5);
+        let wr = wb.row(r);
         for t in 0..n {
             out[t * ldo + i] = dot(k, wr, &a[t * arow..(t + 1) * arow]);
         }
     }
     Ok(())
-}
-
-/// Asks the CPU to start loading rows `rows` of `w` (clamped to the matrix) into cache while the
-/// current ones are multiplied. Decoding streams every weight once per token, and the hardware
-/// prefetchers alone leave one core well short of the memory bandwidth (measured on SmolLM2:
-/// 40 -> 66 tok/s at one thread). A no-op where there is no prefetch instruction.
-#[inline]
-pub(crate) fn prefetch_rows(w: &Matrix, rows: std::ops::Range<usize>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let data = w.data();
-        let end = (rows.end * w.row_bytes).min(data.len());
-        let mut at = rows.start * w.row_bytes;
-        while at < end {
-            // SAFETY: `at` is inside `data`; a prefetch never faults anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(at).cast()) };
-            at += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (w, rows);
 }
 
 /// Adds `bias` to each row of `x` (rows of `bias.len()`), as `ggml_add` broadcasts it.
