@@ -381,7 +381,7 @@ impl DeviceKv for CpuKv {
     ) -> Result<()> {
         self.cache.check(il, cfg, pos0, n, q, k, v)?;
         let (nh, hk, hv) = (cfg.n_head, cfg.head_dim_k, cfg.head_dim_v);
-        if out.len() != n * nh * hv {
+        if Some(out.len()) != n.checked_mul(nh).and_then(|x| x.checked_mul(hv)) {
             return Err(Error::InvalidArgument(format!(
                 "{} attention outputs for {n} tokens of {nh} heads of {hv}",
                 out.len()
@@ -391,7 +391,9 @@ impl DeviceKv for CpuKv {
         let shape = self.cache.shape();
         let cache = &self.cache;
         let threads = self.backend.threads;
-        let work = n * (pos0 + n) * nh * (hk + hv);
+        let work = [pos0 + n, nh, hk + hv]
+            .iter()
+            .fold(n, |w, &x| w.saturating_mul(x));
         if threads == 1 || work < ATTN_SPLIT_MIN {
             return with_attn_scratch(&shape, |s| {
                 cache.attend(il, cfg, q, pos0, n, &AttnPart::all(n, nh), s, out)
@@ -677,6 +679,19 @@ mod tests {
         println!("{}", bad(&mut kv, 0, &other, 1, 1, &q, &k, &v)); // not the cache's heads
         assert!(
             kv.attend(0, &cfg, 1, 1, &q, &k, &v, &mut out[..15])
+                .is_err()
+        );
+        // Head counts whose sizes overflow are refused, not wrapped.
+        let huge = AttnCfg {
+            n_head: 1 << (usize::BITS - 2),
+            ..cfg
+        };
+        assert!(kv.attend(0, &huge, 1, 1, &q, &k, &v, &mut out).is_err());
+        let mut s = AttnScratch::new(8, 4, 4).unwrap();
+        let part = AttnPart::all(1, huge.n_head);
+        assert!(
+            kv.cache
+                .attend(0, &huge, &q, 1, 1, &part, &mut s, &mut out)
                 .is_err()
         );
         let rope = Rope {

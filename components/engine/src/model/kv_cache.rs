@@ -171,13 +171,15 @@ impl KvCache {
             )));
         }
         let sizes = [
-            ("queries", q.len(), cfg.n_head * self.head_dim_k),
-            ("keys", k.len(), self.n_head_kv * self.head_dim_k),
-            ("values", v.len(), self.n_head_kv * self.head_dim_v),
+            ("queries", q.len(), cfg.n_head, self.head_dim_k),
+            ("keys", k.len(), self.n_head_kv, self.head_dim_k),
+            ("values", v.len(), self.n_head_kv, self.head_dim_v),
         ];
-        for (what, len, row) in sizes {
-            if Some(len) != n.checked_mul(row) {
-                return bad(format!("{len} {what} for {n} tokens of {row}"));
+        for (what, len, heads, dim) in sizes {
+            if Some(len) != n.checked_mul(heads).and_then(|x| x.checked_mul(dim)) {
+                return bad(format!(
+                    "{len} {what} for {n} tokens of {heads} heads of {dim}"
+                ));
             }
         }
         Ok(())
@@ -207,8 +209,15 @@ impl KvCache {
             && part.tokens.start <= part.tokens.end
             && part.tokens.end <= n
             && pos0.checked_add(n).is_some_and(|end| end <= self.n_ctx)
-            && q.len() >= n * cfg.n_head * cfg.head_dim_k
-            && out.len() >= part.tokens.len() * part.heads.len() * cfg.head_dim_v
+            && n.checked_mul(cfg.n_head)
+                .and_then(|x| x.checked_mul(cfg.head_dim_k))
+                .is_some_and(|len| q.len() >= len)
+            && part
+                .tokens
+                .len()
+                .checked_mul(part.heads.len())
+                .and_then(|x| x.checked_mul(cfg.head_dim_v))
+                .is_some_and(|len| out.len() >= len)
             && s.fits(self.n_ctx, cfg.head_dim_k, cfg.head_dim_v);
         if !fits {
             return Err(Error::InvalidArgument(format!(
@@ -252,6 +261,7 @@ impl KvCache {
         }
         let kd = self.n_head_kv * self.head_dim_k;
         let vd = self.n_head_kv * self.head_dim_v;
+        // n <= n_ctx here, and n_ctx * kd is the size of an allocated layer: no overflow.
         if il >= self.k.len() || k.len() < n * kd || v.len() < n * vd {
             return Err(Error::InvalidArgument(format!(
                 "{} keys and {} values for {n} tokens of layer {il}",
