@@ -415,27 +415,42 @@ pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
     crate::quant::util::fma_f32(a, b, c)
 }
 
+/// The constants of ggml's e^x (`ggml_v_expf`) as f32 bits, shared by [`expf`] and its vector
+/// forms: the rounding shift 0x1.8p23, log2(e), ln(2) in a high and a low part, and the
+/// polynomial's coefficients.
+mod expc {
+    pub const SHIFT: u32 = 0x4b40_0000;
+    pub const LOG2E: u32 = 0x3fb8_aa3b;
+    pub const LN2_HI: u32 = 0x3f31_7200;
+    pub const LN2_LO: u32 = 0x35bf_be8e;
+    pub const C1: u32 = 0x3f7f_fff6;
+    pub const C2: u32 = 0x3eff_fedb;
+    pub const C3: u32 = 0x3e2a_af33;
+    pub const C4: u32 = 0x3d2b_9f17;
+    pub const C5: u32 = 0x3c07_2010;
+}
+
 /// e^x as ggml computes it on AVX-512 (`ggml_v_expf`, from ARM's optimized routines: max error
 /// 1.45 ulp). llama.cpp's SiLU and softmax use it, so this engine does too, lane for lane.
 #[inline]
 pub(crate) fn expf(x: f32) -> f32 {
-    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
-    let z = fma(x, f32::from_bits(0x3fb8_aa3b), r); // x * log2(e) + r
+    let r = f32::from_bits(expc::SHIFT);
+    let z = fma(x, f32::from_bits(expc::LOG2E), r); // x * log2(e) + r
     let n = z - r;
     let b = fma(
         -n,
-        f32::from_bits(0x35bf_be8e),
-        fma(-n, f32::from_bits(0x3f31_7200), x),
+        f32::from_bits(expc::LN2_LO),
+        fma(-n, f32::from_bits(expc::LN2_HI), x),
     );
     let u = b * b;
     let p = fma(
         fma(
-            fma(f32::from_bits(0x3c07_2010), b, f32::from_bits(0x3d2b_9f17)),
+            fma(f32::from_bits(expc::C5), b, f32::from_bits(expc::C4)),
             u,
-            fma(f32::from_bits(0x3e2a_af33), b, f32::from_bits(0x3eff_fedb)),
+            fma(f32::from_bits(expc::C3), b, f32::from_bits(expc::C2)),
         ),
         u,
-        fma(f32::from_bits(0x3f7f_fff6), b, 1.0),
+        fma(f32::from_bits(expc::C1), b, 1.0),
     );
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
@@ -832,6 +847,7 @@ fn assert_expf(xs: &[f32], got: &[f32]) {
 /// keeps the scalar loop: its FMAs are exact emulations, cheaper one at a time.
 #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
 mod relaxed {
+    use super::expc;
     use core::arch::wasm32::*;
 
     /// Four lanes of [`super::expf`].
@@ -839,20 +855,20 @@ mod relaxed {
     fn expf4(x: v128) -> v128 {
         let c = |b: u32| f32x4_splat(f32::from_bits(b));
         let madd = f32x4_relaxed_madd;
-        let r = c(0x4b40_0000);
-        let z = madd(x, c(0x3fb8_aa3b), r);
+        let r = c(expc::SHIFT);
+        let z = madd(x, c(expc::LOG2E), r);
         let n = f32x4_sub(z, r);
         let neg_n = f32x4_neg(n);
-        let b = madd(neg_n, c(0x35bf_be8e), madd(neg_n, c(0x3f31_7200), x));
+        let b = madd(neg_n, c(expc::LN2_LO), madd(neg_n, c(expc::LN2_HI), x));
         let u = f32x4_mul(b, b);
         let p = madd(
             madd(
-                madd(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                madd(c(expc::C5), b, c(expc::C4)),
                 u,
-                madd(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+                madd(c(expc::C3), b, c(expc::C2)),
             ),
             u,
-            madd(c(0x3f7f_fff6), b, f32x4_splat(1.0)),
+            madd(c(expc::C1), b, f32x4_splat(1.0)),
         );
         // p · 2^n rounded once, through f64 (n is integral; |n| > 192 is replaced below).
         let ni = i32x4_trunc_sat_f32x4(n);
@@ -919,6 +935,7 @@ mod relaxed {
 /// (one rounding per FMA, `p·2^n` rounded once through f64), so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::expc;
     use std::arch::x86_64::*;
 
     /// [`super::expf`] of eight lanes.
@@ -926,19 +943,19 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn expf8(x: __m256) -> __m256 {
         let c = |b: u32| _mm256_set1_ps(f32::from_bits(b));
-        let r = c(0x4b40_0000);
-        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let r = c(expc::SHIFT);
+        let z = _mm256_fmadd_ps(x, c(expc::LOG2E), r);
         let n = _mm256_sub_ps(z, r);
-        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let b = _mm256_fnmadd_ps(n, c(expc::LN2_LO), _mm256_fnmadd_ps(n, c(expc::LN2_HI), x));
         let u = _mm256_mul_ps(b, b);
         let p = _mm256_fmadd_ps(
             _mm256_fmadd_ps(
-                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                _mm256_fmadd_ps(c(expc::C5), b, c(expc::C4)),
                 u,
-                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+                _mm256_fmadd_ps(c(expc::C3), b, c(expc::C2)),
             ),
             u,
-            _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+            _mm256_fmadd_ps(c(expc::C1), b, _mm256_set1_ps(1.0)),
         );
         // p · 2^n, rounded once: in f64, 2^n from its bits (n integral; lanes with |n| > 192
         // are replaced below, NaN lanes stay NaN through p).
