@@ -958,8 +958,9 @@ fn layer_cache_streams_layers_with_the_same_results() {
 }
 
 /// f16 rounding a block at a time (F16C where the CPU has it) is the one-at-a-time rounding, bit
-/// for bit: ties, subnormals, overflow, infinities and a long run of ordinary values (GeGLU takes
-/// its table indices from the same block conversion).
+/// for bit: ties, subnormals, overflow, infinities, a long run of ordinary values and a sweep of
+/// f32 bit patterns (NaNs included) (GeGLU takes its table indices from the same block
+/// conversion).
 #[test]
 fn f16_rounding_of_slices_is_elementwise() {
     let mut xs: Vec<f32> = (0..5000).map(|i| (i as f32 - 2500.0) * 0.0137).collect();
@@ -977,13 +978,29 @@ fn f16_rounding_of_slices_is_elementwise() {
         1e-6,
         f32::INFINITY,
         f32::NEG_INFINITY,
+        -6.1e-5, // around the smallest normal f16
+        6.1035156e-5,
+        6.097e-5,
+        -3e-8,
+        65519.0,
+        -65520.0,
+        f32::MIN_POSITIVE,
+        1e-45,
     ]);
-    for len in [xs.len(), 1, 63, 64, 65, 130] {
+    // Every 1021st f32 bit pattern: all exponents, signs and mantissa phases (NaNs included).
+    xs.extend((0..=u32::MAX / 1021).map(|i| f32::from_bits(i.wrapping_mul(1021))));
+    for len in [xs.len(), 1, 3, 63, 64, 65, 130] {
         let src = &xs[xs.len() - len..];
         let mut got = vec![f32::NAN; len];
         ops::round_f16_into(src, &mut got);
         for (x, g) in src.iter().zip(&got) {
-            assert_eq!(g.to_bits(), ops::round_f16(*x).to_bits(), "{x}");
+            let want = half::f16::from_f32(*x);
+            assert_eq!(
+                g.to_bits(),
+                want.to_f32().to_bits(),
+                "{x} ({:#x})",
+                x.to_bits()
+            );
         }
     }
 }
