@@ -145,6 +145,11 @@ pub(crate) fn matmul(w: &Matrix, x: &mut Acts, out: &mut [f32]) -> Result<()> {
     matmul_rows(w, a, n, 0..m, out, tmp)
 }
 
+thread_local! {
+    /// [`matmul_rows`]'s f32 activation scales for the eight-token kernels, kept per thread.
+    static Q8_SCALES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// `out[t * rows.len() + (r - rows.start)] = w[r] · x[t]` for the rows `rows` of a resident `w`,
 /// where `a` holds the `n` rows of `x` quantized to `w.ty.vec_dot_type()` and `tmp` has room for
 /// `n` values. Rows are independent, so a CPU backend's threads each take a range and get
@@ -188,11 +193,18 @@ pub fn matmul_rows(
         let dot4x2 = quant::vec_dot4x2_fn(w.ty).filter(|_| n >= 2);
         let dot4x4 = quant::vec_dot4x4_fn(w.ty).filter(|_| n >= 4);
         let dot4x8 = quant::vec_dot4x8_fn(w.ty).filter(|_| n >= 8);
-        // The eight-token kernel takes the activation scales as f32, converted here once.
-        let scales: Vec<f32> = match dot4x8 {
-            Some(_) => (0..n)
-                .flat_map(|t| quant::q8_0_scales(&a[t * arow..(t + 1) * arow]))
-                .collect(),
+        // The eight-token kernel takes the activation scales as f32, converted here once, into
+        // this thread's buffer (it grows to the largest batch, then is reused).
+        let mut scales = match dot4x8 {
+            Some(_) => {
+                let mut v = Q8_SCALES.take();
+                v.clear();
+                let len = mul(n, k / 32, "activation scales")?;
+                v.try_reserve(len)
+                    .map_err(|_| oom("activation scales", len))?;
+                v.extend((0..n).flat_map(|t| quant::q8_0_scales(&a[t * arow..(t + 1) * arow])));
+                v
+            }
             None => Vec::new(),
         };
         let nbk = scales.len() / n.max(1);
@@ -245,6 +257,10 @@ pub fn matmul_rows(
             }
             rows.start += 4;
             i0 += 4;
+        }
+        if scales.capacity() > 0 {
+            scales.clear();
+            Q8_SCALES.set(scales);
         }
     }
     for (i, r) in rows.enumerate().map(|(i, r)| (i + i0, r)) {
