@@ -199,10 +199,7 @@ impl crate::model::Device for ComputeDevice {
         &self,
         shape: &crate::model::KvShape,
     ) -> crate::Result<Option<Box<dyn crate::model::DeviceKv>>> {
-        let dim = |v: usize| {
-            u32::try_from(v)
-                .map_err(|_| EngineError::InvalidArgument(format!("KV cache {shape:?}")))
-        };
+        let dim = |v: usize| wire_u32(v, "KV cache dimension");
         let wit_shape = wit_compute::KvShape {
             n_layer: dim(shape.n_layer)?,
             n_ctx: dim(shape.n_ctx)?,
@@ -239,9 +236,7 @@ impl crate::model::DeviceKv for ComputeKv {
         v: &[f32],
         out: &mut [f32],
     ) -> crate::Result<()> {
-        let int = |v: usize| {
-            u32::try_from(v).map_err(|_| EngineError::InvalidArgument(format!("attention of {v}")))
-        };
+        let int = |v: usize| wire_u32(v, "attention");
         let attention = wit_compute::Attention {
             n_head: int(cfg.n_head)?,
             kq_scale: cfg.kq_scale,
@@ -253,15 +248,7 @@ impl crate::model::DeviceKv for ComputeKv {
             .kv
             .attend(int(il)?, attention, int(pos0)?, int(n)?, q, k, v)
             .map_err(|e| compute_error("attention", e))?;
-        if r.len() != out.len() {
-            return Err(EngineError::Compute(format!(
-                "attention: the device returned {} values for {}",
-                r.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(&r);
-        Ok(())
+        copy_result("attention", &r, out)
     }
 
     fn shift(
@@ -271,9 +258,7 @@ impl crate::model::DeviceKv for ComputeKv {
         n_discard: usize,
         ropes: &[crate::model::Rope<'_>],
     ) -> crate::Result<()> {
-        let int = |v: usize| {
-            u32::try_from(v).map_err(|_| EngineError::InvalidArgument(format!("context shift {v}")))
-        };
+        let int = |v: usize| wire_u32(v, "context shift");
         let ropes = ropes
             .iter()
             .map(|r| {
@@ -298,22 +283,12 @@ impl crate::model::DeviceKv for ComputeKv {
 
 impl crate::model::DeviceMatrix for ComputeMatrix {
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> crate::Result<()> {
-        let n32 = u32::try_from(n)
-            .map_err(|_| EngineError::InvalidArgument(format!("{n} activation rows")))?;
+        let n32 = wire_u32(n, "activation rows")?;
         let r = self
             .m
             .matmul(x, n32)
             .map_err(|e| compute_error(&self.name, e))?;
-        if r.len() != out.len() {
-            return Err(EngineError::Compute(format!(
-                "{}: the device returned {} values for {}",
-                self.name,
-                r.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(&r);
-        Ok(())
+        copy_result(&self.name, &r, out)
     }
 }
 
@@ -887,6 +862,25 @@ fn lossy_utf8(bytes: Vec<u8>) -> String {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
+}
+
+/// `v` as a WIT `u32`, or an error naming `what`.
+fn wire_u32(v: usize, what: &str) -> crate::Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| EngineError::InvalidArgument(format!("{what}: {v} does not fit in 32 bits")))
+}
+
+/// A device's result `r` into `out`, which it must fill exactly.
+fn copy_result(what: &str, r: &[f32], out: &mut [f32]) -> crate::Result<()> {
+    if r.len() != out.len() {
+        return Err(EngineError::Compute(format!(
+            "{what}: the device returned {} values for {}",
+            r.len(),
+            out.len()
+        )));
+    }
+    out.copy_from_slice(r);
+    Ok(())
 }
 
 fn compute_error(what: &str, e: wit_compute::ComputeError) -> EngineError {

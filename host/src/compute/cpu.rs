@@ -341,29 +341,9 @@ fn with_attn_scratch<R>(
 }
 
 impl CpuKv {
-    /// Bytes of keys and values held.
-    pub fn bytes(&self) -> usize {
-        self.cache.bytes()
-    }
-
-    /// The shape of the cache.
-    pub fn shape(&self) -> KvShape {
-        self.cache.shape()
-    }
-
-    /// Checks the arguments of an [`DeviceKv::attend`] call (see [`KvCache::check`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn check_inputs(
-        &self,
-        il: usize,
-        cfg: &AttnCfg,
-        pos0: usize,
-        n: usize,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-    ) -> Result<()> {
-        self.cache.check(il, cfg, pos0, n, q, k, v)
+    /// The cache itself: its shape, size and argument checks.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
     }
 }
 

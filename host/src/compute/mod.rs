@@ -147,31 +147,28 @@ impl wit_compute::HostKvCache for Ctx {
         device: u32,
         shape: WitKvShape,
     ) -> wasmtime::Result<Result<Resource<HostKvCache>, ComputeError>> {
-        let backend = match self.device(device) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        let shape = KvShape {
-            n_layer: shape.n_layer as usize,
-            n_ctx: shape.n_ctx as usize,
-            n_head_kv: shape.n_head_kv as usize,
-            head_dim_k: shape.head_dim_k as usize,
-            head_dim_v: shape.head_dim_v as usize,
-        };
-        let bytes = match shape.bytes() {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(wit_error(e))),
-        };
-        if let Err(m) = self.limits.charge_device(bytes) {
-            return Ok(Err(ComputeError::OutOfMemory(m)));
-        }
-        match backend.kv_cache(&shape) {
-            Ok(kv) => Ok(Ok(self.table.push(kv)?)),
-            Err(e) => {
+        let made = (|| {
+            let backend = self.device(device)?;
+            let shape = KvShape {
+                n_layer: shape.n_layer as usize,
+                n_ctx: shape.n_ctx as usize,
+                n_head_kv: shape.n_head_kv as usize,
+                head_dim_k: shape.head_dim_k as usize,
+                head_dim_v: shape.head_dim_v as usize,
+            };
+            let bytes = shape.bytes().map_err(wit_error)?;
+            self.limits
+                .charge_device(bytes)
+                .map_err(ComputeError::OutOfMemory)?;
+            backend.kv_cache(&shape).map_err(|e| {
                 self.limits.release_device(bytes);
-                Ok(Err(wit_error(e)))
-            }
-        }
+                wit_error(e)
+            })
+        })();
+        Ok(match made {
+            Ok(kv) => Ok(self.table.push(kv)?),
+            Err(e) => Err(e),
+        })
     }
 
     fn attend(
@@ -186,7 +183,7 @@ impl wit_compute::HostKvCache for Ctx {
         v: Vec<f32>,
     ) -> wasmtime::Result<Result<Vec<f32>, ComputeError>> {
         let kv = self.table.get_mut(&kv)?;
-        let shape = kv.shape();
+        let shape = kv.cache().shape();
         let cfg = AttnCfg {
             n_head: attention.n_head as usize,
             n_head_kv: shape.n_head_kv,
@@ -197,28 +194,21 @@ impl wit_compute::HostKvCache for Ctx {
             window: attention.window as usize,
             flash: attention.flash,
         };
-        let n = n as usize;
-        let Some(len) = n
-            .checked_mul(cfg.n_head)
-            .and_then(|x| x.checked_mul(cfg.head_dim_v))
-        else {
-            return Ok(Err(ComputeError::InvalidArgument(format!(
-                "{n} tokens of {} heads",
-                cfg.n_head
-            ))));
-        };
-        // The shapes are checked before anything is allocated for the result.
-        if let Err(e) = kv.check_inputs(layer as usize, &cfg, pos as usize, n, &q, &k, &v) {
-            return Ok(Err(wit_error(e)));
-        }
-        let mut out = match zeros(len, "attention outputs") {
-            Ok(o) => o,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(kv
-            .attend(layer as usize, &cfg, pos as usize, n, &q, &k, &v, &mut out)
-            .map(|()| out)
-            .map_err(wit_error))
+        let (il, pos, n) = (layer as usize, pos as usize, n as usize);
+        Ok((|| {
+            // The shapes are checked before anything is allocated for the result.
+            kv.cache()
+                .check(il, &cfg, pos, n, &q, &k, &v)
+                .map_err(wit_error)?;
+            let len = n
+                .checked_mul(cfg.n_head)
+                .and_then(|x| x.checked_mul(cfg.head_dim_v))
+                .ok_or_else(|| ComputeError::InvalidArgument(format!("{n} x {cfg:?}")))?;
+            let mut out = zeros(len, "attention outputs")?;
+            kv.attend(il, &cfg, pos, n, &q, &k, &v, &mut out)
+                .map_err(wit_error)?;
+            Ok(out)
+        })())
     }
 
     fn shift(
@@ -251,7 +241,7 @@ impl wit_compute::HostKvCache for Ctx {
 
     fn drop(&mut self, kv: Resource<HostKvCache>) -> wasmtime::Result<()> {
         let kv = self.table.delete(kv)?;
-        self.limits.release_device(kv.bytes());
+        self.limits.release_device(kv.cache().bytes());
         Ok(())
     }
 }
