@@ -1,5 +1,6 @@
-//! The cost of one guest→host compute submission: one `chord:compute` call (`matrix.matmul`, per
-//! weight matrix per token, or `kv-cache.attend`, per layer per token).
+//! The cost of one guest→host compute submission: one `chord:compute` call. With the host's CPU
+//! backend that is one `program.run` per token (the whole forward step on the host); a device
+//! without programs gets one `matrix.matmul` per weight matrix and one `kv-cache.attend` per layer.
 //!
 //! Two tiny synthetic llama models (n_embd 32, n_ff 64, Q8_0, 1 and 17 layers, the 32000-token
 //! vocabulary of the committed llama-spm fixture), so small that a decode step is mostly calls
@@ -11,15 +12,16 @@
 //! what stays in the guest (norms, RoPE, the embedding row read through the store).
 //!
 //! The submissions per token are counted, not assumed: a native decode step through a device
-//! that counts its products. At the end the bench prints, from the per-iteration times it saw
-//! (median of criterion's samples):
+//! that counts its program runs, products and attention calls (those a program run makes on the
+//! device count as part of its one submission). At the end the bench prints, from the
+//! per-iteration times it saw (median of criterion's samples):
 //!
 //! - per model: (component − native) / submissions, an upper bound (it charges the guest's own
 //!   work and the 32000-logit output head's 125 KiB result to the calls);
-//! - across models: the growth of (component − native) per added submission between 1 and 17
-//!   layers, which cancels the per-token costs (the feed call, embedding, output head) and leaves
-//!   the calls of one layer (its products of 32-wide matrices and its attention) plus the guest's
-//!   per-layer wasm.
+//! - across models: the growth of (component − native) per added layer between 1 and 17 layers,
+//!   which cancels the per-token costs (the feed call, embedding, output head) and leaves what a
+//!   layer costs through the component beyond its native cost (its calls, if the layer makes any,
+//!   and the guest's per-layer wasm).
 //!
 //! `cargo bench -p chord-benches --bench submission`.
 
@@ -31,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use chord_benches::token;
 use chord_engine::model::{
-    AttnCfg, Device, DeviceKv, DeviceMatrix, KvShape, LogitsMode, Model, Rope, Session,
-    SessionOptions as NativeOptions,
+    AttnCfg, Device, DeviceKv, DeviceMatrix, DeviceProgram, DeviceRun, KvShape, LogitsMode, Model,
+    Rope, Rows, Session, SessionOptions as NativeOptions,
 };
 use chord_engine::quant::GgmlType;
 use chord_host::compute::cpu::CpuBackend;
@@ -93,6 +95,42 @@ impl Device for Counting {
             }) as Box<dyn DeviceKv>
         }))
     }
+
+    fn program(
+        &self,
+        p: DeviceProgram,
+        max_tokens: usize,
+    ) -> chord_engine::Result<Option<Box<dyn DeviceRun>>> {
+        Ok(self.inner.program(p, max_tokens)?.map(|inner| {
+            Box::new(CountingRun {
+                inner,
+                calls: self.calls.clone(),
+            }) as Box<dyn DeviceRun>
+        }))
+    }
+}
+
+/// A program whose runs count as one submission each, whatever they call on the device.
+struct CountingRun {
+    inner: Box<dyn DeviceRun>,
+    calls: Arc<AtomicU64>,
+}
+
+impl DeviceRun for CountingRun {
+    fn run(
+        &mut self,
+        kv: &mut dyn DeviceKv,
+        pos0: usize,
+        n: usize,
+        x: &[f32],
+        rows: Rows,
+        logits: &mut [f32],
+    ) -> chord_engine::Result<()> {
+        let before = self.calls.load(Ordering::Relaxed);
+        let r = self.inner.run(kv, pos0, n, x, rows, logits);
+        self.calls.store(before + 1, Ordering::Relaxed);
+        r
+    }
 }
 
 /// A KV cache whose attention calls are counted with the products.
@@ -102,6 +140,10 @@ struct CountingKv {
 }
 
 impl DeviceKv for CountingKv {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn attend(
         &mut self,
         il: usize,
@@ -129,6 +171,14 @@ impl DeviceKv for CountingKv {
 }
 
 impl DeviceMatrix for CountingMatrix {
+    fn shape(&self) -> (usize, usize) {
+        self.inner.shape()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> chord_engine::Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.matmul(x, n, out)
@@ -283,15 +333,19 @@ fn summary(samples: &Samples, counts: &[(u64, u64)]) {
             extra / 1e3,
             extra / 1e3 / subs as f64
         );
-        overhead.push((subs, extra));
+        overhead.push((l, subs, extra));
     }
-    if let [(s0, e0), (s1, e1)] = overhead[..]
-        && s1 > s0
-    {
+    if let [(l0, s0, e0), (l1, s1, e1)] = overhead[..] {
         println!(
-            "  per added submission ({s0} -> {s1}): {:.2} µs",
-            (e1 - e0) / 1e3 / (s1 - s0) as f64
+            "  per added layer ({l0} -> {l1} layers): {:.2} µs",
+            (e1 - e0) / 1e3 / (l1 - l0) as f64
         );
+        if s1 > s0 {
+            println!(
+                "  per added submission ({s0} -> {s1}): {:.2} µs",
+                (e1 - e0) / 1e3 / (s1 - s0) as f64
+            );
+        }
     }
 }
 

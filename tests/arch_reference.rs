@@ -4,6 +4,10 @@
 //! position of an 80-token sequence evaluated in one batch, as a prefill and the rest through
 //! the KV cache, and in chunks of 64, 1 and 15 tokens (with flash attention off and on).
 //!
+//! Each case also runs with the weights and the KV cache on the host's CPU device (two threads),
+//! where the forward step is recorded once and run whole by the device (`model::graph`): its
+//! logits must be the engine's own, bit for bit.
+//!
 //! Run with `cargo test --release -p chord-tests --test arch_reference -- --nocapture` to see
 //! the numbers.
 
@@ -68,6 +72,17 @@ fn load(arch: &str) -> Arc<Model> {
     Arc::new(Model::load(src, gguf).unwrap())
 }
 
+/// The model with its matrices on the host's CPU backend (two threads), as `chord bench
+/// --native` runs it.
+fn load_on_cpu(arch: &str) -> Arc<Model> {
+    let path = chord_tests::fixture(&format!("arch/{arch}.gguf"));
+    let bytes = std::fs::read(&path).unwrap();
+    let src: chord_engine::model::SharedSource = Arc::new(std::fs::File::open(&path).unwrap());
+    let gguf = Gguf::read(&*src).unwrap();
+    let cpu = chord_host::compute::cpu::CpuBackend::new(2).unwrap();
+    Arc::new(Model::load_on(src, gguf, cpu.device(Arc::new(bytes))).unwrap())
+}
+
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
@@ -124,6 +139,8 @@ fn eval_chunks(
             ..Default::default()
         })
         .unwrap();
+    // A model on a device runs its steps there whole.
+    assert_eq!(sess.steps_on_device(), m.on_device());
     let mut rows = Vec::new();
     let mut pos = 0;
     for &c in chunks {
@@ -148,6 +165,7 @@ struct Case<'a> {
 fn check(arch: &str) {
     let r = reference(arch);
     let m = load(arch);
+    let on_cpu = load_on_cpu(arch);
     assert_eq!(m.hparams().n_vocab, r.n_vocab);
     let n = r.tokens.len();
     let split = n / 3;
@@ -192,6 +210,16 @@ fn check(arch: &str) {
         let tag = format!("{arch} {what} {chunks:?} flash={flash}");
         let (rel, abs) = compare(&tag, &rows, want, &mut misses);
         println!("{tag}: max |diff| {abs:.3e}, relative to the row's max |logit| {rel:.3e}");
+        let on_device = eval_chunks(&on_cpu, r.n_ctx, flash, &r.tokens, &chunks);
+        let bits = |rows: &[Vec<f32>]| -> Vec<Vec<u32>> {
+            rows.iter()
+                .map(|r| r.iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        assert!(
+            bits(&on_device) == bits(&rows),
+            "{tag}: the step on the CPU device differs from the engine's"
+        );
         assert!(
             rel <= TOL_REL,
             "{tag}: max relative diff {rel:.3e} > {TOL_REL:e}"

@@ -13,6 +13,7 @@ wasmtime::component::bindgen!({
         "chord:memory64-store/store.blob": crate::store::BlobHandle,
         "chord:compute/compute.matrix": crate::compute::HostMatrix,
         "chord:compute/compute.kv-cache": crate::compute::HostKvCache,
+        "chord:compute/compute.program": crate::compute::HostProgram,
     },
 });
 

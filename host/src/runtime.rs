@@ -185,6 +185,20 @@ pub struct Ctx {
     /// The CPU compute backend offered to the guest as device 0, if any.
     pub(crate) cpu: Option<Arc<crate::compute::cpu::CpuBackend>>,
     pub(crate) limits: GuestLimits,
+    /// The guest's `chord:compute` calls so far.
+    pub(crate) calls: ComputeCalls,
+}
+
+/// Counts of the guest's `chord:compute` calls: how a forward step reaches the device (one
+/// program run per step, or a call per product and per layer's attention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComputeCalls {
+    /// `matrix.matmul` calls.
+    pub matmul: u64,
+    /// `kv-cache.attend` calls.
+    pub attend: u64,
+    /// `program.run` calls.
+    pub program_run: u64,
 }
 
 /// Caps what the guest holds (its linear memory and its KV caches on the host) and records how
@@ -443,6 +457,7 @@ impl Runtime {
             wasi,
             blobs: blobs.clone(),
             cpu,
+            calls: ComputeCalls::default(),
             limits: GuestLimits {
                 memory_limit,
                 memory_peak: 0,
@@ -498,6 +513,11 @@ impl Runtime {
     /// The store's counters.
     pub fn store_stats(&self) -> StoreStats {
         self.blobs.stats()
+    }
+
+    /// The guest's `chord:compute` calls so far.
+    pub fn compute_calls(&self) -> ComputeCalls {
+        self.store.data().calls
     }
 
     /// The largest size the guest's linear memory has had, in bytes.

@@ -482,21 +482,34 @@ fn guest_memory_is_capped() {
     assert!(rt.guest_memory_peak() <= peak / 2);
 }
 
-/// The KV cache on the host's CPU device (`cpu`, 2 threads) and in the guest (`guest`) give the
-/// native engine's logits bit for bit through context shifts and a reset: SmolLM2 in a 40-token
-/// window, fed 100 tokens in chunks (prefill batches and single tokens), plain and flash
-/// attention.
+/// A forward step run whole on the host's CPU device (`cpu`, 2 threads: one `program.run` per
+/// step, the KV cache there too) and in the guest (`guest`) give the native engine's logits bit
+/// for bit through context shifts and a reset: SmolLM2 in a 40-token window, fed 100 tokens in
+/// chunks (prefill batches and single tokens), plain and flash attention.
 #[test]
-fn kv_cache_on_the_device_matches_the_engine_through_context_shifts() {
-    use chord_engine::model::{LogitsMode, Model, SessionOptions as NativeOptions};
-    use chord_host::runtime::SessionOptions;
+fn forward_steps_on_the_device_match_the_engine_through_context_shifts() {
+    device_matches_engine(SMOLLM2, &[Some(2), None], 2);
+}
 
-    let path = model_path(SMOLLM2);
+/// As above for Gemma 3 (two RoPEs, QK-norm, sandwich norms, GeGLU, sliding-window layers),
+/// on the CPU device only and one round (the guest's own path is checked against llama.cpp
+/// elsewhere).
+#[test]
+fn gemma3_forward_steps_on_the_device_match_the_engine() {
+    device_matches_engine(GEMMA3, &[Some(2)], 1);
+}
+
+fn device_matches_engine(file: &str, backends: &[Option<usize>], rounds: usize) {
+    use chord_engine::model::{LogitsMode, Model, SessionOptions as NativeOptions};
+    use chord_host::runtime::{ComputeCalls, SessionOptions};
+
+    let path = model_path(file);
     let src: chord_engine::model::SharedSource =
         std::sync::Arc::new(std::fs::File::open(&path).unwrap());
     let gguf = Gguf::read(&*src).unwrap();
     let native = std::sync::Arc::new(Model::load(src, gguf).unwrap());
-    let tokens: Vec<u32> = (0..100u32).map(|i| (i * 7919 + 13) % 49152).collect();
+    let n_vocab = native.hparams().n_vocab as u32;
+    let tokens: Vec<u32> = (0..100u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
     let chunks = [17usize, 1, 1, 30, 1, 25, 1, 1, 23];
     assert_eq!(chunks.iter().sum::<usize>(), tokens.len());
     let (n_ctx, keep) = (40u32, 4u32);
@@ -520,7 +533,7 @@ fn kv_cache_on_the_device_matches_the_engine_through_context_shifts() {
             at += c;
         }
 
-        for threads in [Some(2), None] {
+        for &threads in backends {
             let mut rt = Runtime::new(RuntimeOptions {
                 cache_dir: Some(std::env::temp_dir().join("chord-host-test-cache")),
                 cpu_threads: threads,
@@ -544,17 +557,29 @@ fn kv_cache_on_the_device_matches_the_engine_through_context_shifts() {
                     },
                 )
                 .unwrap();
-            for round in 0..2 {
+            for round in 0..rounds {
                 let mut at = 0;
                 for &c in &chunks {
+                    let before = rt.compute_calls();
                     let rows = rt.logits(&sess, &tokens[at..at + c], 4).unwrap();
+                    let after = rt.compute_calls();
+                    // On the device a step is one call, whatever its size; in the guest, none.
+                    let steps = u64::from(threads.is_some());
+                    assert_eq!(
+                        after,
+                        ComputeCalls {
+                            program_run: before.program_run + steps,
+                            ..before
+                        },
+                        "{file}: calls of a {c}-token step"
+                    );
                     assert_eq!(rows.len(), c);
                     for (i, r) in rows.iter().enumerate() {
                         let row = &want[at + i];
                         for t in &r.top {
                             assert!(
                                 t.logit.to_bits() == row[t.id as usize].to_bits(),
-                                "flash {flash}, cpu threads {threads:?}, round {round}: \
+                                "{file}: flash {flash}, cpu threads {threads:?}, round {round}: \
                                  position {} token {}: {} vs {}",
                                 at + i,
                                 t.id,

@@ -1,5 +1,5 @@
 // `chord:compute/compute` with no devices: the engine computes with its own kernels (WebAssembly
-// SIMD). The engine calls only `devices` while no device is offered; `Matrix` and `KvCache` exist
+// SIMD). The engine calls only `devices` while no device is offered; `Matrix`, `KvCache` and `Program` exist
 // because the component imports the resource types, and can never be made (jco turns a thrown
 // value into the `err` of a `result`).
 
@@ -27,6 +27,16 @@ export class KvCache {
   }
 
   shift() {
+    throw { tag: 'no-device', val: 'this compute provider has no devices' };
+  }
+}
+
+export class Program {
+  static create(device) {
+    throw { tag: 'no-device', val: `device ${device}: this compute provider has no devices` };
+  }
+
+  run() {
     throw { tag: 'no-device', val: 'this compute provider has no devices' };
   }
 }

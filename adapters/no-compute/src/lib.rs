@@ -19,7 +19,8 @@ mod wit_glue {
 
     use chord::memory64_store::store::Blob;
     use exports::chord::compute::compute::{
-        self as wit, Attention, ComputeError, DeviceInfo, KvCache, KvShape, Matrix, Rope,
+        self as wit, Attention, ComputeError, DeviceInfo, KvCache, KvCacheBorrow, KvShape,
+        LogitRows, Matrix, MatrixBorrow, Program, ProgramDesc, Rope,
     };
 
     fn no_device(device: u32) -> ComputeError {
@@ -35,6 +36,7 @@ mod wit_glue {
     impl wit::Guest for Component {
         type Matrix = NoMatrix;
         type KvCache = NoKvCache;
+        type Program = NoProgram;
 
         fn devices() -> Vec<DeviceInfo> {
             Vec::new()
@@ -90,6 +92,30 @@ mod wit_glue {
             _n_discard: u32,
             _ropes: Vec<Rope>,
         ) -> Result<(), ComputeError> {
+            Err(no_device(0))
+        }
+    }
+
+    /// A program that can never be made, like [`NoMatrix`].
+    struct NoProgram;
+
+    impl wit::GuestProgram for NoProgram {
+        fn create(
+            device: u32,
+            _desc: ProgramDesc,
+            _matrices: Vec<MatrixBorrow<'_>>,
+        ) -> Result<Program, ComputeError> {
+            Err(no_device(device))
+        }
+
+        fn run(
+            &self,
+            _cache: KvCacheBorrow<'_>,
+            _pos: u32,
+            _n: u32,
+            _x: Vec<f32>,
+            _rows: LogitRows,
+        ) -> Result<Vec<f32>, ComputeError> {
             Err(no_device(0))
         }
     }

@@ -160,6 +160,8 @@ struct ComputeDevice {
 struct ComputeMatrix {
     m: wit_compute::Matrix,
     name: String,
+    n_cols: usize,
+    n_rows: usize,
 }
 
 // SAFETY: as for `StoreSource`: the component is single-threaded.
@@ -192,6 +194,8 @@ impl crate::model::Device for ComputeDevice {
         Ok(Box::new(ComputeMatrix {
             m,
             name: name.to_string(),
+            n_cols,
+            n_rows,
         }))
     }
 
@@ -214,6 +218,199 @@ impl crate::model::Device for ComputeDevice {
             Err(e) => Err(compute_error("KV cache", e)),
         }
     }
+
+    fn program(
+        &self,
+        p: crate::model::DeviceProgram,
+        max_tokens: usize,
+    ) -> crate::Result<Option<Box<dyn crate::model::DeviceRun>>> {
+        let (desc, matrices) = program_desc(&p, max_tokens)?;
+        let matrices: Vec<&wit_compute::Matrix> = matrices.iter().map(|m| &m.m).collect();
+        match wit_compute::Program::create(self.index, &desc, &matrices) {
+            Ok(p) => Ok(Some(Box::new(ComputeProgram { p }))),
+            // A device without programs: the session runs each step, calling it per operation.
+            Err(wit_compute::ComputeError::Unsupported(_)) => Ok(None),
+            Err(e) => Err(compute_error("program", e)),
+        }
+    }
+}
+
+/// `p` as WIT data, and the matrices its operations name by index.
+fn program_desc<'p>(
+    p: &'p crate::model::DeviceProgram,
+    max_tokens: usize,
+) -> crate::Result<(wit_compute::ProgramDesc, Vec<&'p ComputeMatrix>)> {
+    use crate::model::graph::{Buf, Glu, Op};
+    use wit_compute::{Buffer, Op as W};
+    let int = |v: usize| wire_u32(v, "program");
+    let buf = |b: Buf| match b {
+        Buf::X => Buffer::X,
+        Buf::Xn => Buffer::Xn,
+        Buf::Qkv => Buffer::Qkv,
+        Buf::Q => Buffer::Q,
+        Buf::K => Buffer::K,
+        Buf::V => Buffer::V,
+        Buf::Att => Buffer::Att,
+        Buf::O => Buffer::O,
+        Buf::Gate => Buffer::Gate,
+        Buf::Up => Buffer::Up,
+    };
+    let mut matrices: Vec<&ComputeMatrix> = Vec::new();
+    let mut index = |m: &'p Arc<dyn crate::model::DeviceMatrix>| -> crate::Result<u32> {
+        let Some(cm) = m.as_any().downcast_ref::<ComputeMatrix>() else {
+            return Err(EngineError::InvalidArgument(
+                "a program with a matrix of another device".into(),
+            ));
+        };
+        let i = match matrices.iter().position(|&x| std::ptr::eq(x, cm)) {
+            Some(i) => i,
+            None => {
+                matrices.push(cm);
+                matrices.len() - 1
+            }
+        };
+        int(i)
+    };
+    let mut ops = Vec::with_capacity(p.ops.len());
+    for op in &p.ops {
+        ops.push(match op {
+            Op::Scale { x, s } => W::Scale(wit_compute::ScaleOp {
+                x: buf(*x),
+                factor: *s,
+            }),
+            Op::RmsNorm { out, x, w, eps } => W::RmsNorm(wit_compute::RmsNormOp {
+                out: buf(*out),
+                x: buf(*x),
+                weight: w.clone(),
+                eps: *eps,
+            }),
+            Op::MatMul { out, x, w } => W::Matmul(wit_compute::MatmulOp {
+                out: buf(*out),
+                x: buf(*x),
+                matrix: index(w)?,
+            }),
+            Op::AddBias { x, b } => W::AddBias(wit_compute::BiasOp {
+                x: buf(*x),
+                bias: b.clone(),
+            }),
+            Op::SplitQkv => W::SplitQkv,
+            Op::Rope { x, rope, head_dim } => W::Rope(wit_compute::RopeOp {
+                x: buf(*x),
+                rope: int(*rope)?,
+                head_dim: int(*head_dim)?,
+            }),
+            Op::Attend { layer, attn } => W::Attend(wit_compute::AttendOp {
+                layer: int(*layer)?,
+                attention: wit_attention(attn)?,
+                n_head_kv: int(attn.n_head_kv)?,
+                head_dim_k: int(attn.head_dim_k)?,
+                head_dim_v: int(attn.head_dim_v)?,
+            }),
+            Op::Add { x, y } => W::Add(wit_compute::AddOp {
+                x: buf(*x),
+                y: buf(*y),
+            }),
+            Op::Glu(g) => W::Glu(match g {
+                Glu::Silu => wit_compute::Glu::Silu,
+                Glu::GeluTanh => wit_compute::Glu::GeluTanh,
+                Glu::SiluFused => wit_compute::Glu::SiluFused,
+            }),
+            Op::Logits {
+                norm,
+                eps,
+                w,
+                b,
+                softcap,
+            } => W::Logits(wit_compute::LogitsOp {
+                norm: norm.clone(),
+                eps: *eps,
+                matrix: index(w)?,
+                bias: b.clone(),
+                softcap: *softcap,
+            }),
+        });
+    }
+    let desc = wit_compute::ProgramDesc {
+        widths: p
+            .widths
+            .iter()
+            .map(|&w| int(w))
+            .collect::<crate::Result<_>>()?,
+        n_vocab: int(p.n_vocab)?,
+        ropes: p
+            .ropes
+            .iter()
+            .map(|r| wit_rope(&r.rope()))
+            .collect::<crate::Result<_>>()?,
+        ops,
+        max_tokens: int(max_tokens)?,
+    };
+    Ok((desc, matrices))
+}
+
+/// A session's forward step on the compute device.
+struct ComputeProgram {
+    p: wit_compute::Program,
+}
+
+// SAFETY: as for `StoreSource`: the component is single-threaded.
+unsafe impl Send for ComputeProgram {}
+
+impl crate::model::DeviceRun for ComputeProgram {
+    fn run(
+        &mut self,
+        kv: &mut dyn crate::model::DeviceKv,
+        pos0: usize,
+        n: usize,
+        x: &[f32],
+        rows: crate::model::Rows,
+        logits: &mut [f32],
+    ) -> crate::Result<()> {
+        use crate::model::Rows;
+        let Some(kv) = kv.as_any_mut().downcast_mut::<ComputeKv>() else {
+            return Err(EngineError::InvalidArgument(
+                "a program run over a cache of another device".into(),
+            ));
+        };
+        let rows = match rows {
+            Rows::None => wit_compute::LogitRows::None,
+            Rows::Last => wit_compute::LogitRows::Last,
+            Rows::All => wit_compute::LogitRows::All,
+        };
+        let int = |v: usize| wire_u32(v, "step");
+        let r = self
+            .p
+            .run(&kv.kv, int(pos0)?, int(n)?, x, rows)
+            .map_err(|e| compute_error("forward step", e))?;
+        copy_result("logits", &r, logits)
+    }
+}
+
+/// An attention configuration as WIT data (the head dimensions travel with the cache).
+fn wit_attention(cfg: &crate::model::AttnCfg) -> crate::Result<wit_compute::Attention> {
+    let int = |v: usize| wire_u32(v, "attention");
+    Ok(wit_compute::Attention {
+        n_head: int(cfg.n_head)?,
+        kq_scale: cfg.kq_scale,
+        softcap: cfg.softcap,
+        window: int(cfg.window)?,
+        flash: cfg.flash,
+    })
+}
+
+/// A RoPE as WIT data.
+fn wit_rope(r: &crate::model::Rope<'_>) -> crate::Result<wit_compute::Rope> {
+    Ok(wit_compute::Rope {
+        n_rot: wire_u32(r.n_rot, "RoPE")?,
+        kind: match r.ty {
+            crate::model::RopeType::Normal => wit_compute::RopeKind::Normal,
+            crate::model::RopeType::Neox => wit_compute::RopeKind::Neox,
+        },
+        freq_base: r.freq_base,
+        freq_scale: r.freq_scale,
+        factors: r.factors.map(<[f32]>::to_vec),
+        attn_factor: r.attn_factor,
+    })
 }
 
 /// A session's KV cache on the compute device.
@@ -225,6 +422,10 @@ struct ComputeKv {
 unsafe impl Send for ComputeKv {}
 
 impl crate::model::DeviceKv for ComputeKv {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn attend(
         &mut self,
         il: usize,
@@ -237,13 +438,7 @@ impl crate::model::DeviceKv for ComputeKv {
         out: &mut [f32],
     ) -> crate::Result<()> {
         let int = |v: usize| wire_u32(v, "attention");
-        let attention = wit_compute::Attention {
-            n_head: int(cfg.n_head)?,
-            kq_scale: cfg.kq_scale,
-            softcap: cfg.softcap,
-            window: int(cfg.window)?,
-            flash: cfg.flash,
-        };
+        let attention = wit_attention(cfg)?;
         let r = self
             .kv
             .attend(int(il)?, attention, int(pos0)?, int(n)?, q, k, v)
@@ -261,19 +456,7 @@ impl crate::model::DeviceKv for ComputeKv {
         let int = |v: usize| wire_u32(v, "context shift");
         let ropes = ropes
             .iter()
-            .map(|r| {
-                Ok(wit_compute::Rope {
-                    n_rot: int(r.n_rot)?,
-                    kind: match r.ty {
-                        crate::model::RopeType::Normal => wit_compute::RopeKind::Normal,
-                        crate::model::RopeType::Neox => wit_compute::RopeKind::Neox,
-                    },
-                    freq_base: r.freq_base,
-                    freq_scale: r.freq_scale,
-                    factors: r.factors.map(<[f32]>::to_vec),
-                    attn_factor: r.attn_factor,
-                })
-            })
+            .map(wit_rope)
             .collect::<crate::Result<Vec<_>>>()?;
         self.kv
             .shift(int(n_past)?, int(n_keep)?, int(n_discard)?, &ropes)
@@ -282,6 +465,14 @@ impl crate::model::DeviceKv for ComputeKv {
 }
 
 impl crate::model::DeviceMatrix for ComputeMatrix {
+    fn shape(&self) -> (usize, usize) {
+        (self.n_cols, self.n_rows)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> crate::Result<()> {
         let n32 = wire_u32(n, "activation rows")?;
         let r = self

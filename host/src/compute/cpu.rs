@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chord_engine::model::{
-    AttnCfg, AttnPart, AttnScratch, Device, DeviceKv, DeviceMatrix, KvCache, KvShape, Matrix, Rope,
-    matmul_rows,
+    AttnCfg, AttnPart, AttnScratch, Device, DeviceKv, DeviceMatrix, DeviceProgram, DeviceRun,
+    KvCache, KvShape, Matrix, Rope, Runner, matmul_rows,
 };
 use chord_engine::quant::{self, GgmlType};
 use chord_engine::{Error, Result};
@@ -161,6 +161,10 @@ impl Device for CpuDevice {
     fn kv_cache(&self, shape: &KvShape) -> Result<Option<Box<dyn DeviceKv>>> {
         Ok(Some(Box::new(self.backend.kv_cache(shape)?)))
     }
+
+    fn program(&self, p: DeviceProgram, max_tokens: usize) -> Result<Option<Box<dyn DeviceRun>>> {
+        Ok(Some(Box::new(Runner::new(p, max_tokens)?)))
+    }
 }
 
 /// A weight matrix on the CPU backend.
@@ -302,6 +306,14 @@ fn chunk_product(
 }
 
 impl DeviceMatrix for CpuMatrix {
+    fn shape(&self) -> (usize, usize) {
+        (self.w.n_cols, self.w.n_rows)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         self.product(x, n, out)
     }
@@ -348,6 +360,10 @@ impl CpuKv {
 }
 
 impl DeviceKv for CpuKv {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn attend(
         &mut self,
         il: usize,

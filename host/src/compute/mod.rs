@@ -13,19 +13,30 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 use crate::bindings::wit_compute::{
-    self, Attention, ComputeError, DeviceInfo, DeviceKind, GgmlType, KvShape as WitKvShape,
-    Rope as WitRope, RopeKind,
+    self, Attention, Buffer, ComputeError, DeviceInfo, DeviceKind, GgmlType, Glu as WitGlu,
+    KvShape as WitKvShape, LogitRows, Op as WitOp, ProgramDesc, Rope as WitRope, RopeKind,
 };
 use crate::runtime::Ctx;
 use crate::store::BlobHandle;
-use chord_engine::model::{AttnCfg, DeviceKv, DeviceMatrix, KvShape, Rope, RopeType};
+use chord_engine::model::graph::{Buf, Glu, N_BUFS, Op, RopeDef};
+use chord_engine::model::{
+    AttnCfg, DeviceKv, DeviceMatrix, DeviceProgram, KvShape, Rope, RopeType, Rows, Runner,
+};
 use cpu::{CpuBackend, CpuKv, CpuMatrix};
 
-/// A `matrix` resource: a weight matrix on the CPU backend.
-pub type HostMatrix = CpuMatrix;
+/// A `matrix` resource: a weight matrix on the CPU backend (shared with the programs that name it).
+pub type HostMatrix = Arc<CpuMatrix>;
 
 /// A `kv-cache` resource: a session's keys and values on the CPU backend.
 pub type HostKvCache = CpuKv;
+
+/// A `program` resource: a session's forward step on the CPU backend.
+pub struct HostProgram {
+    /// Out of its slot only while it runs.
+    runner: Option<Runner>,
+    /// What it counts against the guest's memory limit.
+    bytes: usize,
+}
 
 /// A compute error as WIT data.
 fn wit_error(e: chord_engine::Error) -> ComputeError {
@@ -110,7 +121,7 @@ impl wit_compute::HostMatrix for Ctx {
             )
         })();
         Ok(match made {
-            Ok(m) => Ok(self.table.push(m)?),
+            Ok(m) => Ok(self.table.push(Arc::new(m))?),
             Err(e) => Err(wit_error(e)),
         })
     }
@@ -121,6 +132,7 @@ impl wit_compute::HostMatrix for Ctx {
         input: Vec<f32>,
         n: u32,
     ) -> wasmtime::Result<Result<Vec<f32>, ComputeError>> {
+        self.calls.matmul += 1;
         let m = self.table.get(&m)?;
         let n = n as usize;
         let Some(len) = n.checked_mul(m.n_rows()) else {
@@ -182,18 +194,15 @@ impl wit_compute::HostKvCache for Ctx {
         k: Vec<f32>,
         v: Vec<f32>,
     ) -> wasmtime::Result<Result<Vec<f32>, ComputeError>> {
+        self.calls.attend += 1;
         let kv = self.table.get_mut(&kv)?;
         let shape = kv.cache().shape();
-        let cfg = AttnCfg {
-            n_head: attention.n_head as usize,
-            n_head_kv: shape.n_head_kv,
-            head_dim_k: shape.head_dim_k,
-            head_dim_v: shape.head_dim_v,
-            kq_scale: attention.kq_scale,
-            softcap: attention.softcap,
-            window: attention.window as usize,
-            flash: attention.flash,
-        };
+        let cfg = attn_cfg(
+            &attention,
+            shape.n_head_kv,
+            shape.head_dim_k,
+            shape.head_dim_v,
+        );
         let (il, pos, n) = (layer as usize, pos as usize, n as usize);
         Ok((|| {
             // The shapes are checked before anything is allocated for the result.
@@ -220,20 +229,7 @@ impl wit_compute::HostKvCache for Ctx {
         ropes: Vec<WitRope>,
     ) -> wasmtime::Result<Result<(), ComputeError>> {
         let kv = self.table.get_mut(&kv)?;
-        let ropes: Vec<Rope<'_>> = ropes
-            .iter()
-            .map(|r| Rope {
-                n_rot: r.n_rot as usize,
-                ty: match r.kind {
-                    RopeKind::Normal => RopeType::Normal,
-                    RopeKind::Neox => RopeType::Neox,
-                },
-                freq_base: r.freq_base,
-                freq_scale: r.freq_scale,
-                factors: r.factors.as_deref(),
-                attn_factor: r.attn_factor,
-            })
-            .collect();
+        let ropes: Vec<Rope<'_>> = ropes.iter().map(rope).collect();
         Ok(kv
             .shift(n_past as usize, n_keep as usize, n_discard as usize, &ropes)
             .map_err(wit_error))
@@ -242,6 +238,215 @@ impl wit_compute::HostKvCache for Ctx {
     fn drop(&mut self, kv: Resource<HostKvCache>) -> wasmtime::Result<()> {
         let kv = self.table.delete(kv)?;
         self.limits.release_device(kv.cache().bytes());
+        Ok(())
+    }
+}
+
+/// A WIT RoPE as the engine's.
+fn rope(r: &WitRope) -> Rope<'_> {
+    Rope {
+        n_rot: r.n_rot as usize,
+        ty: match r.kind {
+            RopeKind::Normal => RopeType::Normal,
+            RopeKind::Neox => RopeType::Neox,
+        },
+        freq_base: r.freq_base,
+        freq_scale: r.freq_scale,
+        factors: r.factors.as_deref(),
+        attn_factor: r.attn_factor,
+    }
+}
+
+/// A WIT attention (the head dimensions given apart) as the engine's.
+fn attn_cfg(a: &Attention, n_head_kv: usize, head_dim_k: usize, head_dim_v: usize) -> AttnCfg {
+    AttnCfg {
+        n_head: a.n_head as usize,
+        n_head_kv,
+        head_dim_k,
+        head_dim_v,
+        kq_scale: a.kq_scale,
+        softcap: a.softcap,
+        window: a.window as usize,
+        flash: a.flash,
+    }
+}
+
+/// A WIT program as the engine's, its matrix indices resolved to `matrices`. Only the form is
+/// converted here; [`Runner`] checks the content.
+fn program(
+    desc: ProgramDesc,
+    matrices: &[Arc<dyn DeviceMatrix>],
+) -> chord_engine::Result<DeviceProgram> {
+    let invalid = |m: String| chord_engine::Error::InvalidArgument(m);
+    let widths: [usize; N_BUFS] = desc
+        .widths
+        .iter()
+        .map(|&w| w as usize)
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|w: Vec<usize>| invalid(format!("{} buffer widths (not {N_BUFS})", w.len())))?;
+    let matrix = |i: u32| {
+        matrices
+            .get(i as usize)
+            .cloned()
+            .ok_or_else(|| invalid(format!("matrix {i} of the {} given", matrices.len())))
+    };
+    let buf = |b: Buffer| match b {
+        Buffer::X => Buf::X,
+        Buffer::Xn => Buf::Xn,
+        Buffer::Qkv => Buf::Qkv,
+        Buffer::Q => Buf::Q,
+        Buffer::K => Buf::K,
+        Buffer::V => Buf::V,
+        Buffer::Att => Buf::Att,
+        Buffer::O => Buf::O,
+        Buffer::Gate => Buf::Gate,
+        Buffer::Up => Buf::Up,
+    };
+    let mut ops = Vec::new();
+    ops.try_reserve_exact(desc.ops.len())
+        .map_err(|_| chord_engine::Error::OutOfMemory(format!("{} operations", desc.ops.len())))?;
+    for op in desc.ops {
+        ops.push(match op {
+            WitOp::Scale(o) => Op::Scale {
+                x: buf(o.x),
+                s: o.factor,
+            },
+            WitOp::RmsNorm(o) => Op::RmsNorm {
+                out: buf(o.out),
+                x: buf(o.x),
+                w: o.weight,
+                eps: o.eps,
+            },
+            WitOp::Matmul(o) => Op::MatMul {
+                out: buf(o.out),
+                x: buf(o.x),
+                w: matrix(o.matrix)?,
+            },
+            WitOp::AddBias(o) => Op::AddBias {
+                x: buf(o.x),
+                b: o.bias,
+            },
+            WitOp::SplitQkv => Op::SplitQkv,
+            WitOp::Rope(o) => Op::Rope {
+                x: buf(o.x),
+                rope: o.rope as usize,
+                head_dim: o.head_dim as usize,
+            },
+            WitOp::Attend(o) => Op::Attend {
+                layer: o.layer as usize,
+                attn: attn_cfg(
+                    &o.attention,
+                    o.n_head_kv as usize,
+                    o.head_dim_k as usize,
+                    o.head_dim_v as usize,
+                ),
+            },
+            WitOp::Add(o) => Op::Add {
+                x: buf(o.x),
+                y: buf(o.y),
+            },
+            WitOp::Glu(g) => Op::Glu(match g {
+                WitGlu::Silu => Glu::Silu,
+                WitGlu::GeluTanh => Glu::GeluTanh,
+                WitGlu::SiluFused => Glu::SiluFused,
+            }),
+            WitOp::Logits(o) => Op::Logits {
+                norm: o.norm,
+                eps: o.eps,
+                w: matrix(o.matrix)?,
+                b: o.bias,
+                softcap: o.softcap,
+            },
+        });
+    }
+    Ok(DeviceProgram {
+        widths,
+        n_vocab: desc.n_vocab as usize,
+        ropes: desc.ropes.iter().map(|r| RopeDef::new(&rope(r))).collect(),
+        ops,
+    })
+}
+
+impl wit_compute::HostProgram for Ctx {
+    fn create(
+        &mut self,
+        device: u32,
+        desc: ProgramDesc,
+        matrices: Vec<Resource<HostMatrix>>,
+    ) -> wasmtime::Result<Result<Resource<HostProgram>, ComputeError>> {
+        if let Err(e) = self.device(device) {
+            return Ok(Err(e));
+        }
+        let mut held: Vec<Arc<dyn DeviceMatrix>> = Vec::with_capacity(matrices.len());
+        for m in &matrices {
+            held.push(self.table.get(m)?.clone());
+        }
+        let max_tokens = desc.max_tokens as usize;
+        let made = (|| {
+            let prog = program(desc, &held).map_err(wit_error)?;
+            // Checked and measured before anything is allocated for it.
+            let bytes = Runner::bytes(&prog, max_tokens).map_err(wit_error)?;
+            self.limits
+                .charge_device(bytes)
+                .map_err(ComputeError::OutOfMemory)?;
+            match Runner::new(prog, max_tokens) {
+                Ok(r) => Ok(HostProgram {
+                    runner: Some(r),
+                    bytes,
+                }),
+                Err(e) => {
+                    self.limits.release_device(bytes);
+                    Err(wit_error(e))
+                }
+            }
+        })();
+        Ok(match made {
+            Ok(p) => Ok(self.table.push(p)?),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn run(
+        &mut self,
+        p: Resource<HostProgram>,
+        cache: Resource<HostKvCache>,
+        pos: u32,
+        n: u32,
+        x: Vec<f32>,
+        rows: LogitRows,
+    ) -> wasmtime::Result<Result<Vec<f32>, ComputeError>> {
+        self.calls.program_run += 1;
+        let rows = match rows {
+            LogitRows::None => Rows::None,
+            LogitRows::Last => Rows::Last,
+            LogitRows::All => Rows::All,
+        };
+        let Some(mut runner) = self.table.get_mut(&p)?.runner.take() else {
+            return Ok(Err(ComputeError::InvalidArgument(
+                "the program is already running".into(),
+            )));
+        };
+        let (pos, n) = (pos as usize, n as usize);
+        let done = (|| {
+            let kv = self
+                .table
+                .get_mut(&cache)
+                .map_err(|e| ComputeError::InvalidArgument(format!("the step's KV cache: {e}")))?;
+            let n_out = rows.range(n.min(runner.max_tokens())).1;
+            let mut logits = zeros(n_out * runner.n_vocab(), "logits")?;
+            runner
+                .run(kv, pos, n, &x, rows, &mut logits)
+                .map_err(wit_error)?;
+            Ok(logits)
+        })();
+        self.table.get_mut(&p)?.runner = Some(runner);
+        Ok(done)
+    }
+
+    fn drop(&mut self, p: Resource<HostProgram>) -> wasmtime::Result<()> {
+        let p = self.table.delete(p)?;
+        self.limits.release_device(p.bytes);
         Ok(())
     }
 }

@@ -10,10 +10,11 @@
 
 use crate::Result;
 use crate::gguf::names::Tn;
+use crate::model::graph::{Buf, Emit, Glu, Op};
 use crate::model::hparams::HParams;
-use crate::model::ops::{self, AttnCfg, Rope};
+use crate::model::ops::{AttnCfg, Rope};
 use crate::model::weights::{Layers, Loader, Matrix, Qkv};
-use crate::model::{Model, Rows, State, output_head};
+use crate::model::{Model, output_head};
 
 /// One transformer block.
 pub(crate) struct Layer {
@@ -75,84 +76,98 @@ pub(crate) fn rope<'w>(hp: &HParams, w: &'w Weights, _il: usize, _n_ctx: usize) 
     }
 }
 
-/// Runs `tokens` (at positions `pos0..`) through the model, appending their keys and values to
-/// the cache and writing the logits of `rows` to `logits`.
-pub(crate) fn forward(
-    m: &Model,
-    w: &Weights,
-    st: &mut State<'_>,
-    tokens: &[u32],
-    pos0: usize,
-    rows: Rows,
-    logits: &mut [f32],
+/// The operations of one forward step (see [`crate::model::graph`]): from the token embeddings
+/// in `x` through every layer to the logits, storing each layer's keys and values in the cache.
+pub(crate) fn emit<'w>(
+    m: &'w Model,
+    w: &'w Weights,
+    g: &mut impl Emit<'w>,
+    n_ctx: usize,
+    flash: bool,
 ) -> Result<()> {
+    use Buf::*;
     let hp = m.hparams();
-    let State { kv, s, flash } = st;
-    let n = tokens.len();
-    let (d, hd, nr, ff) = (hp.n_embd, hp.head_dim_k, hp.n_rot, hp.n_ff);
-    let (qd, kd, vd, ad) = (hp.q_dim(), hp.k_dim(), hp.v_dim(), hp.attn_out_dim());
-    let eps = hp.rms_eps;
-    let rope = rope(hp, w, 0, kv.n_ctx());
+    let (hd, eps) = (hp.head_dim_k, hp.rms_eps);
+    let rope = g.rope(rope(hp, w, 0, n_ctx))?;
     let attn = AttnCfg {
         n_head: hp.n_head,
         n_head_kv: hp.n_head_kv,
         head_dim_k: hd,
         head_dim_v: hp.head_dim_v,
-        kq_scale: hp.attn_scale, // 1/sqrt(head_dim)
+        kq_scale: hp.attn_scale, // 1/sqrt(head_dim),
         softcap: None,
         window: 0,
-        flash: *flash,
+        flash,
     };
-
-    // x = embeddings of the tokens: [n, d]
-    m.embed(tokens, &mut s.x[..n * d], &mut s.row_buf)?;
-    // cos/sin of each position: [n, n_rot]
-    rope.table(pos0, n, &mut s.rope[..n * nr]);
 
     for il in 0..hp.n_layer {
         let l = w.layers.get(il)?;
 
         // ---- self-attention ----
         // xn = rmsnorm(x) * attn_norm: [n, d]
-        ops::rms_norm_to(&s.x[..n * d], &l.attn_norm, eps, &mut s.xn);
+        g.op(Op::RmsNorm {
+            out: Xn,
+            x: X,
+            w: &l.attn_norm,
+            eps,
+        })?;
         // q = xn·Wq: [n, n_head*hd]; k = xn·Wk, v = xn·Wv: [n, n_head_kv*hd]
-        s.acts.set(&s.xn, n, d)?;
-        l.qkv
-            .project(&mut s.acts, n, &mut s.qkv, &mut s.q, &mut s.k, &mut s.v)?;
+        l.qkv.emit(g)?;
         // rotate every head of q and k by its token's position
-        for t in 0..n {
-            let cs = &s.rope[t * nr..(t + 1) * nr];
-            rope.apply(&mut s.q[t * qd..(t + 1) * qd], hd, cs);
-            rope.apply(&mut s.k[t * kd..(t + 1) * kd], hd, cs);
-        }
+        g.op(Op::Rope {
+            x: Q,
+            rope,
+            head_dim: hd,
+        })?;
+        g.op(Op::Rope {
+            x: K,
+            rope,
+            head_dim: hd,
+        })?;
         // cache k and v (as f16) at positions pos0..pos0+n, then
         // att = softmax(q·Kᵀ/sqrt(hd) + causal mask)·V: [n, n_head*hd]
-        let qkv = (&s.q[..n * qd], &s.k[..n * kd], &s.v[..n * vd]);
-        kv.attend(il, &attn, pos0, n, qkv, &mut s.attn, &mut s.att)?;
-        // x += att·Wo: [n, d]
-        s.acts.set(&s.att, n, ad)?;
-        ops::matmul(&l.wo, &mut s.acts, &mut s.o)?;
+        g.op(Op::Attend { layer: il, attn })?;
+        // x += att·Wo (+ bo): [n, d]
+        g.op(Op::MatMul {
+            out: O,
+            x: Att,
+            w: &l.wo,
+        })?;
         if let Some(b) = &l.wo_b {
-            ops::add_bias(&mut s.o[..n * d], b);
+            g.op(Op::AddBias { x: O, b })?;
         }
-        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d]);
+        g.op(Op::Add { x: X, y: O })?;
 
         // ---- feed-forward (SwiGLU) ----
         // xn = rmsnorm(x) * ffn_norm: [n, d]
-        ops::rms_norm_to(&s.x[..n * d], &l.ffn_norm, eps, &mut s.xn);
+        g.op(Op::RmsNorm {
+            out: Xn,
+            x: X,
+            w: &l.ffn_norm,
+            eps,
+        })?;
         // gate = xn·Wgate, up = xn·Wup: [n, ff]
-        s.acts.set(&s.xn, n, d)?;
-        ops::matmul(&l.ffn_gate, &mut s.acts, &mut s.gate)?;
-        ops::matmul(&l.ffn_up, &mut s.acts, &mut s.up)?;
-        // h = silu(gate) * up: [n, ff]
-        ops::swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
+        g.op(Op::MatMul {
+            out: Gate,
+            x: Xn,
+            w: &l.ffn_gate,
+        })?;
+        g.op(Op::MatMul {
+            out: Up,
+            x: Xn,
+            w: &l.ffn_up,
+        })?;
+        // h = silu(gate) * up: [n, ff] (in gate)
+        g.op(Op::Glu(Glu::Silu))?;
         // x += h·Wdown: [n, d]
-        s.acts.set(&s.gate, n, ff)?;
-        ops::matmul(&l.ffn_down, &mut s.acts, &mut s.o)?;
-        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d]);
+        g.op(Op::MatMul {
+            out: O,
+            x: Gate,
+            w: &l.ffn_down,
+        })?;
+        g.op(Op::Add { x: X, y: O })?;
     }
 
     // logits = rmsnorm(x) * output_norm · Wout: [rows, n_vocab]
-    output_head(m, s, n, rows, logits)?;
-    Ok(())
+    g.op(output_head(m, None))
 }

@@ -9,6 +9,7 @@
 //! the weights itself, from the store range it is given; they never pass through the caller's
 //! memory.
 
+use super::graph::{DeviceProgram, DeviceRun};
 use super::kv_cache::KvShape;
 use super::ops::{AttnCfg, Rope};
 use crate::Result;
@@ -33,10 +34,29 @@ pub trait Device: Send + Sync {
         let _ = shape;
         Ok(None)
     }
+
+    /// Takes a session's recorded forward step (its matrices all on this device), to run a step
+    /// at a time over steps of up to `max_tokens` tokens, or `None` if this device does not run
+    /// programs (the caller then runs the step itself, calling the device for products and
+    /// attention).
+    fn program(
+        &self,
+        program: DeviceProgram,
+        max_tokens: usize,
+    ) -> Result<Option<Box<dyn DeviceRun>>> {
+        let _ = (program, max_tokens);
+        Ok(None)
+    }
 }
 
 /// A weight matrix held by a device.
 pub trait DeviceMatrix: Send + Sync {
+    /// Inputs per row and rows: `(n_cols, n_rows)`.
+    fn shape(&self) -> (usize, usize);
+
+    /// The matrix as `Any`, for a device to recognize its own matrices in a program.
+    fn as_any(&self) -> &dyn std::any::Any;
+
     /// `out[t * n_rows + r] = w[r] · x[t]` for the `n` rows of `x` (`[n, n_cols]`), with the
     /// results of [`crate::model::ops`]'s own matmul bit for bit.
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
@@ -45,6 +65,9 @@ pub trait DeviceMatrix: Send + Sync {
 /// A session's key/value cache held by a device, which also computes the attention over it:
 /// the keys and values never come back to the caller.
 pub trait DeviceKv: Send {
+    /// The cache as `Any`, for a device to recognize its own caches.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+
     /// Stores the keys `k` (`[n, n_head_kv * head_dim_k]`) and values `v` of `n` tokens at
     /// positions `pos0 ..` of layer `il`, then writes the attention of their queries `q`
     /// (`[n, n_head * head_dim_k]`) to `out` (`[n, n_head * head_dim_v]`), with the results of

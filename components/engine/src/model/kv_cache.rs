@@ -349,8 +349,12 @@ impl Kv {
         }
     }
 
-    pub fn n_ctx(&self) -> usize {
-        self.shape.n_ctx
+    /// The cache on the compute device, if it is there.
+    pub fn device_mut(&mut self) -> Option<&mut dyn DeviceKv> {
+        match &mut self.place {
+            Place::Device(d) => Some(&mut **d),
+            Place::Local(_) => None,
+        }
     }
 
     /// Whether the compute device holds this cache.

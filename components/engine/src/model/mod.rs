@@ -12,6 +12,7 @@
 
 pub mod device;
 pub(crate) mod fmat;
+pub mod graph;
 pub mod hparams;
 pub(crate) mod kquant;
 pub(crate) mod kv_cache;
@@ -22,6 +23,7 @@ pub mod weights;
 use std::sync::Arc;
 
 pub use device::{Device, DeviceKv, DeviceMatrix};
+pub use graph::{DeviceProgram, DeviceRun, Rows, Runner};
 pub use hparams::{Arch, HParams, RopeType};
 pub use kv_cache::{KvCache, KvShape};
 pub use ops::{AttnCfg, AttnPart, AttnScratch, Rope, matmul_rows};
@@ -32,6 +34,7 @@ use crate::gguf::names::Tn;
 use crate::gguf::{ByteSource, Gguf};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
+use graph::{Buf, Emit, Exec, MAX_ROPES, N_BUFS, Op, Widths};
 use kv_cache::Kv;
 use ops::{Acts, alloc, mul};
 use weights::Loader;
@@ -207,6 +210,11 @@ impl Model {
         s
     }
 
+    /// Whether the weight matrices are on a compute device.
+    pub fn on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
     /// The hyperparameters.
     pub fn hparams(&self) -> &HParams {
         &self.hp
@@ -235,6 +243,34 @@ impl Model {
     /// A new session with its own KV cache and buffers.
     pub fn new_session(self: &Arc<Self>, opts: SessionOptions) -> Result<Session> {
         Session::new(Arc::clone(self), opts)
+    }
+
+    /// Values per token of each activation buffer of a forward step.
+    pub fn widths(&self) -> Widths {
+        let hp = &self.hp;
+        let d = hp.n_embd;
+        [
+            d,
+            d,
+            self.fused_qkv_width,
+            hp.q_dim(),
+            hp.k_dim(),
+            hp.v_dim(),
+            hp.attn_out_dim(),
+            d,
+            self.ffn_width,
+            hp.n_ff,
+        ]
+    }
+
+    /// Gives the operations of one forward step to `g`, for a session of `n_ctx` positions.
+    pub(crate) fn emit<'w>(
+        &'w self,
+        g: &mut impl Emit<'w>,
+        n_ctx: usize,
+        flash: bool,
+    ) -> Result<()> {
+        with_arch!(&self.weights, |a, w| a::emit(self, w, g, n_ctx, flash))
     }
 }
 
@@ -312,36 +348,12 @@ impl<'a> Logits<'a> {
     }
 }
 
-/// Which rows of a forward step produce logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rows {
-    None,
-    Last,
-    All,
-}
-
 /// Per-session work buffers, sized once for `MAX_BATCH` tokens.
 pub(crate) struct Scratch {
-    /// Residual stream `[n, n_embd]`.
-    pub x: Vec<f32>,
-    /// Normalized input of a block `[n, n_embd]`.
-    pub xn: Vec<f32>,
-    /// Output of fused Q/K/V projections `[n, q_dim + k_dim + v_dim]` (empty if none are fused).
-    pub qkv: Vec<f32>,
-    /// Queries, keys, values `[n, q_dim]`, `[n, k_dim]`, `[n, v_dim]`.
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    /// Attention output before the output projection `[n, n_head * head_dim_v]`.
-    pub att: Vec<f32>,
-    /// Output of a projection back to the residual width `[n, n_embd]`.
-    pub o: Vec<f32>,
-    /// Feed-forward gate and up projections `[n, n_ff]`.
-    pub gate: Vec<f32>,
-    pub up: Vec<f32>,
-    /// RoPE tables `[n, n_rot]` for full and sliding-window layers.
-    pub rope: Vec<f32>,
-    pub rope_swa: Vec<f32>,
+    /// The step's activations ([`Buf`]), `n_batch` rows of [`Model::widths`] each.
+    pub bufs: [Vec<f32>; N_BUFS],
+    /// RoPE tables `[n, n_rot]` (full and sliding-window layers).
+    pub tables: [Vec<f32>; MAX_ROPES],
     /// The current matmul input, quantized per weight type.
     pub acts: Acts,
     pub attn: AttnScratch,
@@ -353,20 +365,14 @@ impl Scratch {
     fn new(m: &Model, nb: usize, n_ctx: usize) -> Result<Scratch> {
         let hp = &m.hp;
         let buf = |w: usize, what: &str| -> Result<Vec<f32>> { alloc(mul(nb, w, what)?, what) };
+        let mut bufs: [Vec<f32>; N_BUFS] = Default::default();
+        for (b, (w, name)) in bufs.iter_mut().zip(m.widths().into_iter().zip(Buf::ALL)) {
+            *b = buf(w, &format!("{name:?} activations"))?;
+        }
         let max_k = hp.n_embd.max(hp.attn_out_dim()).max(hp.n_ff);
         Ok(Scratch {
-            x: buf(hp.n_embd, "residual")?,
-            xn: buf(hp.n_embd, "normed")?,
-            qkv: buf(m.fused_qkv_width, "fused projections")?,
-            q: buf(hp.q_dim(), "queries")?,
-            k: buf(hp.k_dim(), "keys")?,
-            v: buf(hp.v_dim(), "values")?,
-            att: buf(hp.attn_out_dim(), "attention output")?,
-            o: buf(hp.n_embd, "projection")?,
-            gate: buf(m.ffn_width, "ffn gate")?,
-            up: buf(hp.n_ff, "ffn up")?,
-            rope: buf(hp.n_rot, "rope table")?,
-            rope_swa: buf(hp.n_rot, "rope table")?,
+            bufs,
+            tables: [buf(hp.n_rot, "rope table")?, buf(hp.n_rot, "rope table")?],
             acts: Acts::new(nb, max_k, &m.act_types)?,
             attn: AttnScratch::new(n_ctx, hp.head_dim_k, hp.head_dim_v)?,
             row_buf: Vec::new(),
@@ -382,6 +388,9 @@ pub struct Session {
     n_batch: usize,
     n_past: usize,
     kv: Kv,
+    /// The forward step recorded on the device that holds the weights and the cache, if it
+    /// runs programs: then a step is one call.
+    program: Option<Box<dyn DeviceRun>>,
     scratch: Scratch,
     logits: Vec<f32>,
     n_logit_rows: usize,
@@ -439,6 +448,11 @@ impl Session {
             Some(c) => Kv::device(shape, c),
             None => Kv::local(KvCache::new(&shape)?),
         };
+        // With the cache on the device, the whole step may run there too.
+        let program = match (&model.device, kv.on_device()) {
+            (Some(d), true) => graph::program_on(&model, &**d, n_ctx, opts.flash_attn, n_batch)?,
+            _ => None,
+        };
         // Attention buffers only where attention runs here.
         let attn_ctx = if kv.on_device() { 0 } else { n_ctx };
         let scratch = Scratch::new(&model, n_batch, attn_ctx)?;
@@ -450,6 +464,7 @@ impl Session {
             n_batch,
             n_past: 0,
             kv,
+            program,
             scratch,
             logits,
             n_logit_rows: 0,
@@ -479,6 +494,11 @@ impl Session {
     /// Most tokens per forward step.
     pub fn n_batch(&self) -> usize {
         self.n_batch
+    }
+
+    /// Whether each forward step runs whole on the compute device (one call per step).
+    pub fn steps_on_device(&self) -> bool {
+        self.program.is_some()
     }
 
     /// Forgets all tokens (the buffers stay allocated).
@@ -560,21 +580,21 @@ impl Session {
                 LogitsMode::Last if ci + 1 == n_chunks => (Rows::Last, &mut self.logits[..n_vocab]),
                 LogitsMode::Last => (Rows::None, &mut self.logits[..0]),
             };
-            let m = &*self.model;
-            let st = &mut State {
-                kv: &mut self.kv,
-                s: &mut self.scratch,
-                flash: self.opts.flash_attn,
-            };
-            with_arch!(&m.weights, |a, w| a::forward(
-                m,
-                w,
-                st,
-                chunk,
-                self.n_past,
-                which,
-                out
-            ))?;
+            let (m, n, pos0) = (&*self.model, chunk.len(), self.n_past);
+            let s = &mut self.scratch;
+            // x = embeddings of the tokens: [n, d]
+            let x = &mut s.bufs[Buf::X as usize][..n * m.hp.n_embd];
+            m.embed(chunk, x, &mut s.row_buf)?;
+            if let Some(p) = &mut self.program {
+                // A program is made only for a cache on the device.
+                let kv = self.kv.device_mut().ok_or_else(|| {
+                    Error::InvalidArgument("a device program without a device cache".into())
+                })?;
+                p.run(kv, pos0, n, x, which, out)?;
+            } else {
+                let mut g = Exec::new(m, s, &mut self.kv, pos0, n, which, out);
+                m.emit(&mut g, self.n_ctx, self.opts.flash_attn)?;
+            }
             self.n_past += chunk.len();
         }
         self.n_logit_rows = rows;
@@ -617,42 +637,18 @@ impl Session {
     }
 }
 
-/// What a forward step mutates: the session's cache and buffers (and how it attends).
-pub(crate) struct State<'a> {
-    pub kv: &'a mut Kv,
-    pub s: &'a mut Scratch,
-    pub flash: bool,
-}
-
 #[cfg(test)]
 mod tests;
 
-/// The model head shared by every architecture: `logits = rmsnorm(x) · W_out` for the rows
-/// `rows` selects of the `n` rows in `s.x` (llama.cpp computes only the rows it outputs, too).
-/// Returns the number of rows written to `logits`.
-pub(crate) fn output_head(
-    m: &Model,
-    s: &mut Scratch,
-    n: usize,
-    rows: Rows,
-    logits: &mut [f32],
-) -> Result<usize> {
-    let d = m.hp.n_embd;
-    let (first, n_out) = match rows {
-        Rows::None => return Ok(0),
-        Rows::Last => (n - 1, 1),
-        Rows::All => (0, n),
-    };
-    ops::rms_norm_to(
-        &s.x[first * d..n * d],
-        &m.output_norm,
-        m.hp.rms_eps,
-        &mut s.xn,
-    );
-    s.acts.set(&s.xn, n_out, d)?;
-    ops::matmul(m.output(), &mut s.acts, logits)?;
-    if let Some(b) = &m.output_b {
-        ops::add_bias(&mut logits[..n_out * m.hp.n_vocab], b);
+/// The model head shared by every architecture: `logits = rmsnorm(x) · W_out (+ b)`, soft-capped
+/// by `softcap`, for the rows the step asks for (llama.cpp computes only the rows it outputs,
+/// too).
+pub(crate) fn output_head(m: &Model, softcap: Option<f32>) -> Op<&Matrix, &[f32]> {
+    Op::Logits {
+        norm: &m.output_norm,
+        eps: m.hp.rms_eps,
+        w: m.output(),
+        b: m.output_b.as_deref(),
+        softcap,
     }
-    Ok(n_out)
 }

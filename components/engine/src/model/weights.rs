@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use crate::gguf::{ByteSource, Gguf, TensorInfo};
 use crate::model::SharedSource;
 use crate::model::device::{Device, DeviceMatrix};
+use crate::model::graph::{Buf, Emit, Op};
 use crate::model::hparams::HParams;
 use crate::quant::{self, GgmlType, VecDotFn};
 use crate::{Error, Result};
@@ -37,7 +38,7 @@ pub struct Matrix {
     /// on a device).
     on_demand: Option<(SharedSource, u64)>,
     /// When a compute device holds the matrix: products go there.
-    pub(crate) device: Option<Box<dyn DeviceMatrix>>,
+    pub(crate) device: Option<Arc<dyn DeviceMatrix>>,
 }
 
 /// A resident matrix's bytes: read into memory, or a range of memory someone else owns (the
@@ -579,7 +580,7 @@ impl<'a> Loader<'a> {
         let device = if self.dry {
             None
         } else {
-            Some(dev.upload(name, t.ty, n_cols, n_rows, offset)?)
+            Some(Arc::from(dev.upload(name, t.ty, n_cols, n_rows, offset)?))
         };
         Ok(Matrix {
             name: name.clone(),
@@ -672,8 +673,6 @@ pub(crate) struct Qkv {
     fused: Option<(Matrix, Option<Vec<f32>>)>,
     /// `[n_embd] → [q_dim]`, `[k_dim]`, `[v_dim]` with biases, when separate.
     split: Option<[(Matrix, Option<Vec<f32>>); 3]>,
-    /// `[q_dim, k_dim, v_dim]`.
-    dims: [usize; 3],
 }
 
 impl Qkv {
@@ -706,7 +705,6 @@ impl Qkv {
             return Ok(Qkv {
                 fused: Some((w, b)),
                 split: None,
-                dims: [qd, kd, vd],
             });
         }
         let mut one = |t: Tn, n: usize| -> Result<(Matrix, Option<Vec<f32>>)> {
@@ -722,47 +720,32 @@ impl Qkv {
                 one(Tn::AttnK, kd)?,
                 one(Tn::AttnV, vd)?,
             ]),
-            dims: [qd, kd, vd],
         })
     }
 
-    /// `q, k, v = x·Wq + bq, x·Wk + bk, x·Wv + bv` for the `n` rows in `x`; `fused` is scratch
-    /// of `n * fused_width()` values when the projections are fused.
-    pub fn project(
-        &self,
-        x: &mut super::ops::Acts,
-        n: usize,
-        fused: &mut [f32],
-        q: &mut [f32],
-        k: &mut [f32],
-        v: &mut [f32],
-    ) -> Result<()> {
-        use super::ops::{add_bias, matmul};
+    /// `q, k, v = xn·Wq + bq, xn·Wk + bk, xn·Wv + bv` ([`Buf::Xn`] into [`Buf::Q`], [`Buf::K`],
+    /// [`Buf::V`]), through [`Buf::Qkv`] when the projections are fused.
+    pub(crate) fn emit<'w>(&self, g: &mut impl Emit<'w>) -> Result<()> {
         if let Some((w, b)) = &self.fused {
-            let total = w.n_rows;
-            matmul(w, x, fused)?;
+            g.op(Op::MatMul {
+                out: Buf::Qkv,
+                x: Buf::Xn,
+                w,
+            })?;
             if let Some(b) = b {
-                add_bias(&mut fused[..n * total], b);
+                g.op(Op::AddBias { x: Buf::Qkv, b })?;
             }
-            // Split each row [q | k | v] (ggml views of the fused output).
-            let [qd, kd, vd] = self.dims;
-            for t in 0..n {
-                let row = &fused[t * total..(t + 1) * total];
-                q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
-                k[t * kd..(t + 1) * kd].copy_from_slice(&row[qd..qd + kd]);
-                v[t * vd..(t + 1) * vd].copy_from_slice(&row[qd + kd..]);
-            }
-            return Ok(());
+            return g.op(Op::SplitQkv);
         }
         let Some(parts) = &self.split else {
             return Err(Error::InvalidModel(
                 "layer without Q/K/V projections".into(),
             ));
         };
-        for ((w, b), out) in parts.iter().zip([q, k, v]) {
-            matmul(w, x, out)?;
+        for ((w, b), out) in parts.iter().zip([Buf::Q, Buf::K, Buf::V]) {
+            g.op(Op::MatMul { out, x: Buf::Xn, w })?;
             if let Some(b) = b {
-                add_bias(&mut out[..n * w.n_rows], b);
+                g.op(Op::AddBias { x: out, b })?;
             }
         }
         Ok(())
