@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use chord_engine::gguf::Gguf;
-use chord_engine::model::{LogitsMode, Model, SessionOptions};
+use chord_engine::model::{
+    Device, DeviceKv, DeviceMatrix, KvShape, LogitsMode, Model, SessionOptions,
+};
 use chord_engine::tokenizer::Tokenizer;
 use serde::Deserialize;
 
@@ -72,15 +74,41 @@ fn load(arch: &str) -> Arc<Model> {
     Arc::new(Model::load(src, gguf).unwrap())
 }
 
-/// The model with its matrices on the host's CPU backend (two threads), as `chord bench
-/// --native` runs it.
-fn load_on_cpu(arch: &str) -> Arc<Model> {
+/// The model with its matrices and KV caches on the host's CPU backend (two threads), as `chord
+/// bench --native` runs it; `programs: false` hides the device's programs, so that the engine
+/// runs each step itself and calls the device per product and per layer's attention (the path of
+/// a device without programs).
+fn load_on_cpu(arch: &str, programs: bool) -> Arc<Model> {
     let path = chord_tests::fixture(&format!("arch/{arch}.gguf"));
     let bytes = std::fs::read(&path).unwrap();
     let src: chord_engine::model::SharedSource = Arc::new(std::fs::File::open(&path).unwrap());
     let gguf = Gguf::read(&*src).unwrap();
     let cpu = chord_host::compute::cpu::CpuBackend::new(2).unwrap();
-    Arc::new(Model::load_on(src, gguf, cpu.device(Arc::new(bytes))).unwrap())
+    let mut device = cpu.device(Arc::new(bytes));
+    if !programs {
+        device = Arc::new(PerCall(device));
+    }
+    Arc::new(Model::load_on(src, gguf, device).unwrap())
+}
+
+/// A device without programs over another's matrices and caches.
+struct PerCall(Arc<dyn Device>);
+
+impl Device for PerCall {
+    fn upload(
+        &self,
+        name: &str,
+        ty: chord_engine::quant::GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        offset: u64,
+    ) -> chord_engine::Result<Box<dyn DeviceMatrix>> {
+        self.0.upload(name, ty, n_cols, n_rows, offset)
+    }
+
+    fn kv_cache(&self, shape: &KvShape) -> chord_engine::Result<Option<Box<dyn DeviceKv>>> {
+        self.0.kv_cache(shape)
+    }
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -125,13 +153,14 @@ fn compare(
 }
 
 /// Evaluates `tokens` in consecutive calls of `chunks` tokens and returns every row.
+/// Also says whether the steps ran whole on a device.
 fn eval_chunks(
     m: &Arc<Model>,
     n_ctx: usize,
     flash: bool,
     tokens: &[u32],
     chunks: &[usize],
-) -> Vec<Vec<f32>> {
+) -> (Vec<Vec<f32>>, bool) {
     let mut sess = m
         .new_session(SessionOptions {
             n_ctx,
@@ -139,8 +168,8 @@ fn eval_chunks(
             ..Default::default()
         })
         .unwrap();
-    // A model on a device runs its steps there whole.
-    assert_eq!(sess.steps_on_device(), m.on_device());
+    let whole = sess.steps_on_device();
+    assert!(!whole || m.on_device());
     let mut rows = Vec::new();
     let mut pos = 0;
     for &c in chunks {
@@ -151,7 +180,7 @@ fn eval_chunks(
         pos += c;
     }
     assert_eq!(sess.n_past(), tokens.len());
-    rows
+    (rows, whole)
 }
 
 /// One evaluation to compare: how we run the tokens and llama.cpp's logits for that.
@@ -165,7 +194,8 @@ struct Case<'a> {
 fn check(arch: &str) {
     let r = reference(arch);
     let m = load(arch);
-    let on_cpu = load_on_cpu(arch);
+    let on_cpu = load_on_cpu(arch, true);
+    let per_call = load_on_cpu(arch, false);
     assert_eq!(m.hparams().n_vocab, r.n_vocab);
     let n = r.tokens.len();
     let split = n / 3;
@@ -206,20 +236,23 @@ fn check(arch: &str) {
         want,
     } in cases
     {
-        let rows = eval_chunks(&m, r.n_ctx, flash, &r.tokens, &chunks);
+        let (rows, _) = eval_chunks(&m, r.n_ctx, flash, &r.tokens, &chunks);
         let tag = format!("{arch} {what} {chunks:?} flash={flash}");
         let (rel, abs) = compare(&tag, &rows, want, &mut misses);
         println!("{tag}: max |diff| {abs:.3e}, relative to the row's max |logit| {rel:.3e}");
-        let on_device = eval_chunks(&on_cpu, r.n_ctx, flash, &r.tokens, &chunks);
         let bits = |rows: &[Vec<f32>]| -> Vec<Vec<u32>> {
             rows.iter()
                 .map(|r| r.iter().map(|v| v.to_bits()).collect())
                 .collect()
         };
-        assert!(
-            bits(&on_device) == bits(&rows),
-            "{tag}: the step on the CPU device differs from the engine's"
-        );
+        for (dev, programs) in [(&on_cpu, true), (&per_call, false)] {
+            let (on_device, whole) = eval_chunks(dev, r.n_ctx, flash, &r.tokens, &chunks);
+            assert_eq!(whole, programs, "{tag}: where the steps ran");
+            assert!(
+                bits(&on_device) == bits(&rows),
+                "{tag}: the CPU device (programs {programs}) differs from the engine"
+            );
+        }
         assert!(
             rel <= TOL_REL,
             "{tag}: max relative diff {rel:.3e} > {TOL_REL:e}"
@@ -255,7 +288,7 @@ fn phi3_long_rope_follows_the_padded_context() {
     let m = load("phi3");
     let n = r.tokens.len();
     assert!(n <= 96 && m.hparams().n_ctx_orig == 128);
-    let rows = eval_chunks(&m, 96, false, &r.tokens, &[n]);
+    let (rows, _) = eval_chunks(&m, 96, false, &r.tokens, &[n]);
     let mut misses = Vec::new();
     let (rel, abs) = compare("phi3 n_ctx 96", &rows, &r.logits, &mut misses);
     println!("phi3 n_ctx 96: max |diff| {abs:.3e}, relative {rel:.3e}");

@@ -450,3 +450,44 @@ impl wit_compute::HostProgram for Ctx {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::wit_compute::{MatmulOp, ScaleOp};
+
+    fn desc(widths: Vec<u32>, ops: Vec<WitOp>) -> ProgramDesc {
+        ProgramDesc {
+            widths,
+            n_vocab: 4,
+            ropes: Vec::new(),
+            ops,
+            max_tokens: 1,
+        }
+    }
+
+    /// What the guest's program names is resolved or refused here; its content is the engine's
+    /// to check (`model::graph`'s tests).
+    #[test]
+    fn malformed_program_descriptions_are_errors() {
+        let scale = WitOp::Scale(ScaleOp {
+            x: Buffer::X,
+            factor: 2.0,
+        });
+        assert!(program(desc(vec![8; N_BUFS], vec![scale]), &[]).is_ok());
+        let Err(e) = program(desc(vec![8; N_BUFS - 1], Vec::new()), &[]) else {
+            panic!("nine widths accepted");
+        };
+        println!("{e}");
+        let matmul = WitOp::Matmul(MatmulOp {
+            out: Buffer::Q,
+            x: Buffer::Xn,
+            matrix: 3,
+        });
+        let Err(e) = program(desc(vec![8; N_BUFS], vec![matmul]), &[]) else {
+            panic!("a matrix that was not given accepted");
+        };
+        println!("{e}");
+        assert!(matches!(e, chord_engine::Error::InvalidArgument(_)));
+    }
+}

@@ -249,6 +249,10 @@ impl<M: MatrixShape, P: AsRef<[f32]>> Program<M, P> {
         if self.ropes.len() > MAX_ROPES {
             return bad(format!("{} RoPEs (at most {MAX_ROPES})", self.ropes.len()));
         }
+        // Every table is computed each step, named or not.
+        for r in &self.ropes {
+            r.rope().check(r.n_rot)?;
+        }
         for (i, op) in self.ops.iter().enumerate() {
             let fail = |m: String| bad(format!("operation {i} ({}): {m}", op_name(op)));
             match op {
@@ -312,7 +316,11 @@ impl<M: MatrixShape, P: AsRef<[f32]>> Program<M, P> {
                         Glu::SiluFused => 2 * w(Buf::Up),
                     };
                     if w(Buf::Gate) != gate {
-                        return fail(format!("gate {} for up {}", w(Buf::Gate), w(Buf::Up)));
+                        return fail(format!(
+                            "{g:?} with gate {} for up {}",
+                            w(Buf::Gate),
+                            w(Buf::Up)
+                        ));
                     }
                 }
                 Op::Logits { norm, w: m, b, .. } => {
@@ -925,4 +933,354 @@ pub(crate) fn program_on(
         Err(e) => return Err(e),
     }
     device.program(rec.finish(), max_tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AttnScratch, KvCache, KvShape};
+
+    /// A matrix of the given shape whose products are `x · (i + 1) / 100` per output row `i`.
+    struct Fake(usize, usize);
+
+    impl DeviceMatrix for Fake {
+        fn shape(&self) -> (usize, usize) {
+            (self.0, self.1)
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+            let (k, m) = (self.0, self.1);
+            for t in 0..n {
+                let s: f32 = x[t * k..(t + 1) * k].iter().sum();
+                for (i, o) in out[t * m..(t + 1) * m].iter_mut().enumerate() {
+                    *o = s * (i + 1) as f32 / 100.0;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The engine's cache as a device cache.
+    struct Kv(KvCache, AttnScratch);
+
+    impl DeviceKv for Kv {
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+        fn attend(
+            &mut self,
+            il: usize,
+            cfg: &AttnCfg,
+            pos0: usize,
+            n: usize,
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            out: &mut [f32],
+        ) -> Result<()> {
+            self.0.check(il, cfg, pos0, n, q, k, v)?;
+            self.0.store(il, pos0, n, k, v)?;
+            let part = ops::AttnPart::all(n, cfg.n_head);
+            self.0.attend(il, cfg, q, pos0, n, &part, &mut self.1, out)
+        }
+        fn shift(&mut self, _: usize, _: usize, _: usize, _: &[Rope<'_>]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    const D: usize = 8;
+    const VOCAB: usize = 10;
+
+    fn kv() -> Kv {
+        let shape = KvShape {
+            n_layer: 1,
+            n_ctx: 16,
+            n_head_kv: 2,
+            head_dim_k: 4,
+            head_dim_v: 4,
+        };
+        Kv(
+            KvCache::new(&shape).unwrap(),
+            AttnScratch::new(16, 4, 4).unwrap(),
+        )
+    }
+
+    /// One llama-like layer and the head, over widths d 8, 2 heads of 4, ff 16.
+    fn program() -> DeviceProgram {
+        let m = |k: usize, r: usize| -> Arc<dyn DeviceMatrix> { Arc::new(Fake(k, r)) };
+        let attn = AttnCfg {
+            n_head: 2,
+            n_head_kv: 2,
+            head_dim_k: 4,
+            head_dim_v: 4,
+            kq_scale: 0.5,
+            softcap: None,
+            window: 0,
+            flash: false,
+        };
+        use Buf::*;
+        Program {
+            widths: [D, D, 0, 8, 8, 8, 8, D, 16, 16],
+            n_vocab: VOCAB,
+            ropes: vec![RopeDef {
+                n_rot: 4,
+                ty: RopeType::Normal,
+                freq_base: 10000.0,
+                freq_scale: 1.0,
+                factors: None,
+                attn_factor: 1.0,
+            }],
+            ops: vec![
+                Op::RmsNorm {
+                    out: Xn,
+                    x: X,
+                    w: vec![1.0; D],
+                    eps: 1e-5,
+                },
+                Op::MatMul {
+                    out: Q,
+                    x: Xn,
+                    w: m(D, 8),
+                },
+                Op::MatMul {
+                    out: K,
+                    x: Xn,
+                    w: m(D, 8),
+                },
+                Op::MatMul {
+                    out: V,
+                    x: Xn,
+                    w: m(D, 8),
+                },
+                Op::AddBias {
+                    x: V,
+                    b: vec![0.25; 8],
+                },
+                Op::Rope {
+                    x: Q,
+                    rope: 0,
+                    head_dim: 4,
+                },
+                Op::Rope {
+                    x: K,
+                    rope: 0,
+                    head_dim: 4,
+                },
+                Op::Attend { layer: 0, attn },
+                Op::MatMul {
+                    out: O,
+                    x: Att,
+                    w: m(8, D),
+                },
+                Op::Add { x: X, y: O },
+                Op::MatMul {
+                    out: Gate,
+                    x: Xn,
+                    w: m(D, 16),
+                },
+                Op::MatMul {
+                    out: Up,
+                    x: Xn,
+                    w: m(D, 16),
+                },
+                Op::Glu(Glu::Silu),
+                Op::Scale { x: Gate, s: 0.5 },
+                Op::MatMul {
+                    out: O,
+                    x: Gate,
+                    w: m(16, D),
+                },
+                Op::Add { x: X, y: O },
+                Op::Logits {
+                    norm: vec![1.0; D],
+                    eps: 1e-5,
+                    w: m(D, VOCAB),
+                    b: Some(vec![0.5; VOCAB]),
+                    softcap: Some(30.0),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_program_runs_and_its_rows_are_the_ones_asked_for() {
+        let mut r = Runner::new(program(), 4).unwrap();
+        let mut kv = kv();
+        let x: Vec<f32> = (0..3 * D).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut all = vec![f32::NAN; 3 * VOCAB];
+        r.run(&mut kv, 0, 3, &x, Rows::All, &mut all).unwrap();
+        assert!(all.iter().all(|v| v.is_finite()));
+        // The same tokens again at the same positions: the last row alone is the same.
+        let mut last = vec![f32::NAN; VOCAB];
+        r.run(&mut kv, 0, 3, &x, Rows::Last, &mut last).unwrap();
+        assert_eq!(last, all[2 * VOCAB..]);
+        r.run(&mut kv, 3, 1, &x[..D], Rows::None, &mut []).unwrap();
+    }
+
+    /// Every malformed program is refused before anything is allocated for it, and every
+    /// malformed step is an error: never a panic.
+    #[test]
+    fn malformed_programs_and_steps_are_errors() {
+        let bad_programs: Vec<(&str, Box<dyn Fn(&mut DeviceProgram)>)> = vec![
+            ("no embedding", Box::new(|p| p.widths[0] = 0)),
+            ("no vocabulary", Box::new(|p| p.n_vocab = 0)),
+            ("a wider norm", Box::new(|p| p.widths[Buf::Xn.i()] = 9)),
+            (
+                "three RoPEs",
+                Box::new(|p| p.ropes = vec![p.ropes[0].clone(); 3]),
+            ),
+            ("an odd RoPE", Box::new(|p| p.ropes[0].n_rot = 3)),
+            (
+                "too few RoPE factors",
+                Box::new(|p| p.ropes[0].factors = Some(vec![1.0])),
+            ),
+            ("a wider query", Box::new(|p| p.widths[Buf::Q.i()] = 12)),
+            (
+                "a gate for a fused up",
+                Box::new(|p| p.ops[12] = Op::Glu(Glu::SiluFused)),
+            ),
+            (
+                "a split without a fused buffer",
+                Box::new(|p| p.ops[1] = Op::SplitQkv),
+            ),
+            (
+                "an undeclared RoPE",
+                Box::new(|p| {
+                    p.ops[5] = Op::Rope {
+                        x: Buf::Q,
+                        rope: 1,
+                        head_dim: 4,
+                    }
+                }),
+            ),
+            (
+                "heads that do not divide",
+                Box::new(|p| {
+                    p.ops[5] = Op::Rope {
+                        x: Buf::Q,
+                        rope: 0,
+                        head_dim: 3,
+                    }
+                }),
+            ),
+            (
+                "a product in place",
+                Box::new(|p| {
+                    p.ops[1] = Op::MatMul {
+                        out: Buf::Xn,
+                        x: Buf::Xn,
+                        w: Arc::new(Fake(D, D)),
+                    }
+                }),
+            ),
+            (
+                "a matrix of the wrong shape",
+                Box::new(|p| {
+                    p.ops[1] = Op::MatMul {
+                        out: Buf::Q,
+                        x: Buf::Xn,
+                        w: Arc::new(Fake(D, 7)),
+                    }
+                }),
+            ),
+            (
+                "a short bias",
+                Box::new(|p| {
+                    p.ops[4] = Op::AddBias {
+                        x: Buf::V,
+                        b: vec![0.0; 3],
+                    }
+                }),
+            ),
+            (
+                "an empty norm",
+                Box::new(|p| {
+                    p.ops[0] = Op::RmsNorm {
+                        out: Buf::Xn,
+                        x: Buf::X,
+                        w: Vec::new(),
+                        eps: 1e-5,
+                    }
+                }),
+            ),
+            (
+                "a norm that does not divide",
+                Box::new(|p| {
+                    p.ops[0] = Op::RmsNorm {
+                        out: Buf::Xn,
+                        x: Buf::X,
+                        w: vec![1.0; 3],
+                        eps: 1e-5,
+                    }
+                }),
+            ),
+            (
+                "a sum with itself",
+                Box::new(|p| {
+                    p.ops[9] = Op::Add {
+                        x: Buf::X,
+                        y: Buf::X,
+                    }
+                }),
+            ),
+            (
+                "attention over heads that do not group",
+                Box::new(|p| {
+                    if let Op::Attend { attn, .. } = &mut p.ops[7] {
+                        attn.n_head_kv = 0;
+                    }
+                }),
+            ),
+            (
+                "a head of the wrong size",
+                Box::new(|p| {
+                    if let Some(Op::Logits { w, .. }) = p.ops.last_mut() {
+                        *w = Arc::new(Fake(D, VOCAB + 1));
+                    }
+                }),
+            ),
+        ];
+        for (what, spoil) in &bad_programs {
+            let mut p = program();
+            spoil(&mut p);
+            let e = Runner::new(p, 4).err();
+            assert!(e.is_some(), "{what}: accepted");
+            println!(
+                "{what}: {}",
+                e.unwrap_or(Error::InvalidArgument(String::new()))
+            );
+        }
+        assert!(Runner::new(program(), 0).is_err());
+        // Sizes that overflow are refused, not wrapped.
+        assert!(Runner::bytes(&program(), usize::MAX / 2).is_err());
+
+        let mut r = Runner::new(program(), 4).unwrap();
+        let mut kv = kv();
+        let x = vec![0.5; 5 * D];
+        let mut logits = vec![0.0; 5 * VOCAB];
+        let mut step = |pos0, n, x: &[f32], rows, out: &mut [f32]| {
+            r.run(&mut kv, pos0, n, x, rows, out).unwrap_err()
+        };
+        println!("{}", step(0, 0, &[], Rows::All, &mut [])); // no tokens
+        println!("{}", step(0, 5, &x, Rows::All, &mut logits)); // more than max_tokens
+        println!("{}", step(0, 2, &x[..D], Rows::Last, &mut logits[..VOCAB])); // short x
+        println!("{}", step(0, 1, &x[..D], Rows::All, &mut logits[..3])); // short logits
+        println!(
+            "{}",
+            step(15, 2, &x[..2 * D], Rows::Last, &mut logits[..VOCAB])
+        ); // past n_ctx
+        println!(
+            "{}",
+            step(usize::MAX, 1, &x[..D], Rows::Last, &mut logits[..VOCAB])
+        );
+        let mut other_layer = program();
+        if let Op::Attend { layer, .. } = &mut other_layer.ops[7] {
+            *layer = 1;
+        }
+        let mut r = Runner::new(other_layer, 4).unwrap();
+        let e = r.run(&mut kv, 0, 1, &x[..D], Rows::Last, &mut logits[..VOCAB]);
+        println!("{}", e.unwrap_err()); // no layer 1 in the cache
+    }
 }
