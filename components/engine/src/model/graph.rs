@@ -1123,7 +1123,8 @@ mod tests {
     /// malformed step is an error: never a panic.
     #[test]
     fn malformed_programs_and_steps_are_errors() {
-        let bad_programs: Vec<(&str, Box<dyn Fn(&mut DeviceProgram)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut DeviceProgram)>;
+        let bad_programs: Vec<(&str, Spoil)> = vec![
             ("no embedding", Box::new(|p| p.widths[0] = 0)),
             ("no vocabulary", Box::new(|p| p.n_vocab = 0)),
             ("a wider norm", Box::new(|p| p.widths[Buf::Xn.i()] = 9)),
