@@ -21,13 +21,14 @@ use chord_host::{
 #[derive(Parser)]
 #[command(name = "chord", version)]
 struct Cli {
-    /// Most memory the engine (the wasm guest) may hold: its linear memory plus the KV caches it
-    /// keeps on the host's cpu backend; bytes, or with a K/M/G/T suffix.
+    /// Most memory the engine (the wasm guest) may hold: its linear memory plus the KV caches and
+    /// forward-step buffers it keeps on the host's cpu backend; bytes, or with a K/M/G/T suffix.
     #[arg(long, global = true, default_value = "4G", value_parser = parse_bytes)]
     max_guest_memory: u64,
-    /// Where the model's matrix products run: `cpu`, the host's native backend (a thread pool;
-    /// the weights are read in place from the mapped file), or `guest`, the component's own
-    /// SIMD kernels on one thread (with its weight cache, see --cache-budget).
+    /// Where the model's forward steps run: `cpu`, the host's native backend (a thread pool; the
+    /// weights are read in place from the mapped file, the KV caches and activations stay on the
+    /// host), or `guest`, the component's own SIMD kernels on one thread (with its weight cache,
+    /// see --cache-budget).
     #[arg(long, global = true, default_value = "cpu", value_parser = ["cpu", "guest"])]
     backend: String,
     /// Threads of the cpu backend (0: one per core).
