@@ -693,16 +693,21 @@ fn run(args: RunArgs, mem: HostOpts) -> Result<()> {
         let info = e.rt.model_info(&e.model)?;
         let st = e.rt.store_stats();
         let peak = e.rt.guest_memory_peak();
+        let calls = e.rt.compute_calls();
         let extra = serde_json::json!({
             "guest_memory_peak_bytes": peak,
+            "compute_calls": {"program_run": calls.program_run, "matmul": calls.matmul, "attend": calls.attend},
             "store_bytes_read": st.bytes_served,
             "store_reads": st.reads,
             "prefetch_bytes_used": st.prefetch_bytes_used,
             "cache_budget_bytes": info.cache_budget_bytes,
         });
         stats_line = format!(
-            "guest memory peak {}, store served {} in {} reads, prefetched bytes used {}, weight cache budget {}",
+            "guest memory peak {}, compute calls {} program runs + {} products + {} attentions, store served {} in {} reads, prefetched bytes used {}, weight cache budget {}",
             indicatif::HumanBytes(peak),
+            calls.program_run,
+            calls.matmul,
+            calls.attend,
             indicatif::HumanBytes(st.bytes_served),
             st.reads,
             indicatif::HumanBytes(st.prefetch_bytes_used),

@@ -362,18 +362,22 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    fn new(m: &Model, nb: usize, n_ctx: usize) -> Result<Scratch> {
+    /// Buffers for steps of up to `nb` tokens attending over `n_ctx` positions here; with
+    /// `step_here` false (the step runs on a device) only the embeddings' buffer.
+    fn new(m: &Model, nb: usize, n_ctx: usize, step_here: bool) -> Result<Scratch> {
         let hp = &m.hp;
-        let buf = |w: usize, what: &str| -> Result<Vec<f32>> { alloc(mul(nb, w, what)?, what) };
+        let (nb_all, n_rot) = if step_here { (nb, hp.n_rot) } else { (0, 0) };
+        let buf = |w: usize, what: &str| -> Result<Vec<f32>> { alloc(mul(nb_all, w, what)?, what) };
         let mut bufs: [Vec<f32>; N_BUFS] = Default::default();
         for (b, (w, name)) in bufs.iter_mut().zip(m.widths().into_iter().zip(Buf::ALL)) {
             *b = buf(w, &format!("{name:?} activations"))?;
         }
+        bufs[Buf::X as usize] = alloc(mul(nb, hp.n_embd, "embeddings")?, "embeddings")?;
         let max_k = hp.n_embd.max(hp.attn_out_dim()).max(hp.n_ff);
         Ok(Scratch {
             bufs,
-            tables: [buf(hp.n_rot, "rope table")?, buf(hp.n_rot, "rope table")?],
-            acts: Acts::new(nb, max_k, &m.act_types)?,
+            tables: [buf(n_rot, "rope table")?, buf(n_rot, "rope table")?],
+            acts: Acts::new(nb_all, max_k, &m.act_types)?,
             attn: AttnScratch::new(n_ctx, hp.head_dim_k, hp.head_dim_v)?,
             row_buf: Vec::new(),
         })
@@ -453,9 +457,9 @@ impl Session {
             (Some(d), true) => graph::program_on(&model, &**d, n_ctx, opts.flash_attn, n_batch)?,
             _ => None,
         };
-        // Attention buffers only where attention runs here.
+        // Attention buffers only where attention runs here, activations only where steps do.
         let attn_ctx = if kv.on_device() { 0 } else { n_ctx };
-        let scratch = Scratch::new(&model, n_batch, attn_ctx)?;
+        let scratch = Scratch::new(&model, n_batch, attn_ctx, program.is_none())?;
         let logits = alloc(hp.n_vocab, "logits")?;
         Ok(Session {
             model,
