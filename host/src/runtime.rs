@@ -80,6 +80,11 @@ pub struct RuntimeOptions {
     /// Where the model computes: `None`, the guest's own kernels on one thread (the host offers
     /// no compute device); `Some(t)`, the host CPU backend with `t` threads (0: one per core).
     pub cpu_threads: Option<usize>,
+    /// Whether the CPU backend runs whole forward steps (`program`, one call per step). `false`
+    /// answers `unsupported`: the guest then runs each step and calls the backend per product
+    /// and per layer's attention, the path of a device without programs (for tests and A/B
+    /// measurements).
+    pub cpu_programs: bool,
     /// Which build of the engine runs.
     pub guest_simd: GuestSimd,
 }
@@ -91,6 +96,7 @@ impl Default for RuntimeOptions {
             cache_dir: default_cache_dir(),
             max_read_len: DEFAULT_MAX_READ_LEN,
             cpu_threads: Some(0),
+            cpu_programs: true,
             guest_simd: GuestSimd::default(),
         }
     }
@@ -185,6 +191,8 @@ pub struct Ctx {
     /// The CPU compute backend offered to the guest as device 0, if any.
     pub(crate) cpu: Option<Arc<crate::compute::cpu::CpuBackend>>,
     pub(crate) limits: GuestLimits,
+    /// Whether the CPU backend takes programs.
+    pub(crate) cpu_programs: bool,
     /// The guest's `chord:compute` calls so far.
     pub(crate) calls: ComputeCalls,
 }
@@ -457,6 +465,7 @@ impl Runtime {
             wasi,
             blobs: blobs.clone(),
             cpu,
+            cpu_programs: opts.cpu_programs,
             calls: ComputeCalls::default(),
             limits: GuestLimits {
                 memory_limit,

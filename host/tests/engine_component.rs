@@ -488,7 +488,14 @@ fn guest_memory_is_capped() {
 /// chunks (prefill batches and single tokens), plain and flash attention.
 #[test]
 fn forward_steps_on_the_device_match_the_engine_through_context_shifts() {
-    device_matches_engine(SMOLLM2, &[Some(2), None], 2);
+    device_matches_engine(SMOLLM2, &[(Some(2), true), (None, true)], 2);
+}
+
+/// As above with the host's programs off: the guest runs each step and calls the device per
+/// product and per layer's attention (the path of a device without programs).
+#[test]
+fn steps_calling_the_device_per_operation_match_the_engine() {
+    device_matches_engine(SMOLLM2, &[(Some(2), false)], 1);
 }
 
 /// As above for Gemma 3 (two RoPEs, QK-norm, sandwich norms, GeGLU, sliding-window layers),
@@ -496,12 +503,14 @@ fn forward_steps_on_the_device_match_the_engine_through_context_shifts() {
 /// elsewhere).
 #[test]
 fn gemma3_forward_steps_on_the_device_match_the_engine() {
-    device_matches_engine(GEMMA3, &[Some(2)], 1);
+    device_matches_engine(GEMMA3, &[(Some(2), true)], 1);
 }
 
-fn device_matches_engine(file: &str, backends: &[Option<usize>], rounds: usize) {
+/// `backends`: the CPU backend's threads (`None`: the guest's kernels) and whether it takes
+/// programs.
+fn device_matches_engine(file: &str, backends: &[(Option<usize>, bool)], rounds: usize) {
     use chord_engine::model::{LogitsMode, Model, SessionOptions as NativeOptions};
-    use chord_host::runtime::{ComputeCalls, SessionOptions};
+    use chord_host::runtime::SessionOptions;
 
     let path = model_path(file);
     let src: chord_engine::model::SharedSource =
@@ -533,13 +542,15 @@ fn device_matches_engine(file: &str, backends: &[Option<usize>], rounds: usize) 
             at += c;
         }
 
-        for &threads in backends {
+        for &(threads, programs) in backends {
             let mut rt = Runtime::new(RuntimeOptions {
                 cache_dir: Some(std::env::temp_dir().join("chord-host-test-cache")),
                 cpu_threads: threads,
+                cpu_programs: programs,
                 ..RuntimeOptions::default()
             })
             .unwrap();
+            let n_layer = native.hparams().n_layer as u64;
             let opts = LoadOptions {
                 context_length: Some(n_ctx),
                 context_shift: true,
@@ -563,15 +574,22 @@ fn device_matches_engine(file: &str, backends: &[Option<usize>], rounds: usize) 
                     let before = rt.compute_calls();
                     let rows = rt.logits(&sess, &tokens[at..at + c], 4).unwrap();
                     let after = rt.compute_calls();
-                    // On the device a step is one call, whatever its size; in the guest, none.
-                    let steps = u64::from(threads.is_some());
+                    // On the device a step is one call, whatever its size, or (programs off) a
+                    // call per layer's attention and per product; in the guest, none.
+                    let (runs, attends) = match (threads, programs) {
+                        (None, _) => (0, 0),
+                        (Some(_), true) => (1, 0),
+                        (Some(_), false) => (0, n_layer),
+                    };
                     assert_eq!(
-                        after,
-                        ComputeCalls {
-                            program_run: before.program_run + steps,
-                            ..before
-                        },
+                        (after.program_run, after.attend),
+                        (before.program_run + runs, before.attend + attends),
                         "{file}: calls of a {c}-token step"
+                    );
+                    assert_eq!(
+                        after.matmul > before.matmul,
+                        threads.is_some() && !programs,
+                        "{file}: products of a {c}-token step"
                     );
                     assert_eq!(rows.len(), c);
                     for (i, r) in rows.iter().enumerate() {

@@ -378,6 +378,11 @@ impl wit_compute::HostProgram for Ctx {
         if let Err(e) = self.device(device) {
             return Ok(Err(e));
         }
+        if !self.cpu_programs {
+            return Ok(Err(ComputeError::Unsupported(
+                "this host runs steps per operation (programs are off)".into(),
+            )));
+        }
         let mut held: Vec<Arc<dyn DeviceMatrix>> = Vec::with_capacity(matrices.len());
         for m in &matrices {
             held.push(self.table.get(m)?.clone());
