@@ -98,10 +98,7 @@ pub(crate) fn emit<'w>(
     let rope_local = g.rope(rope(hp, w, local_layer, n_ctx))?;
 
     // x = embeddings * sqrt(d): [n, d]
-    g.op(Op::Scale {
-        x: X,
-        s: (hp.n_embd as f32).sqrt(),
-    })?;
+    g.op(Op::scale(X, (hp.n_embd as f32).sqrt()))?;
 
     for il in 0..hp.n_layer {
         let l = w.layers.get(il)?;
@@ -120,81 +117,34 @@ pub(crate) fn emit<'w>(
 
         // ---- self-attention ----
         // xn = rmsnorm(x) * attn_norm: [n, d]
-        g.op(Op::RmsNorm {
-            out: Xn,
-            x: X,
-            w: &l.attn_norm,
-            eps,
-        })?;
+        g.op(Op::rms_norm(Xn, X, &l.attn_norm, eps))?;
         // q = xn·Wq: [n, n_head*hd]; k = xn·Wk, v = xn·Wv: [n, n_head_kv*hd]
         l.qkv.emit(g)?;
         // rotate every head of q and k by its token's position (NeoX halves)
-        g.op(Op::Rope {
-            x: Q,
-            rope,
-            head_dim: hd,
-        })?;
-        g.op(Op::Rope {
-            x: K,
-            rope,
-            head_dim: hd,
-        })?;
+        g.op(Op::rope(Q, rope, hd))?;
+        g.op(Op::rope(K, rope, hd))?;
         // q *= 1/sqrt(hd) (before attention, as gemma_pytorch does)
-        g.op(Op::Scale {
-            x: Q,
-            s: hp.attn_scale,
-        })?;
+        g.op(Op::scale(Q, hp.attn_scale))?;
         // cache k and v (as f16) at positions pos0..pos0+n, then
         // att = softmax(softcap(q·Kᵀ) + causal/window mask)·V: [n, n_head*hd]
-        g.op(Op::Attend { layer: il, attn })?;
+        g.op(Op::attend(il, attn))?;
         // x += rmsnorm(att·Wo) * attn_post_norm: [n, d]
-        g.op(Op::MatMul {
-            out: O,
-            x: Att,
-            w: &l.wo,
-        })?;
-        g.op(Op::RmsNorm {
-            out: O,
-            x: O,
-            w: &l.attn_post_norm,
-            eps,
-        })?;
-        g.op(Op::Add { x: X, y: O })?;
+        g.op(Op::matmul(O, Att, &l.wo))?;
+        g.op(Op::rms_norm(O, O, &l.attn_post_norm, eps))?;
+        g.op(Op::add(X, O))?;
 
         // ---- feed-forward (GeGLU) ----
         // xn = rmsnorm(x) * ffn_norm: [n, d]
-        g.op(Op::RmsNorm {
-            out: Xn,
-            x: X,
-            w: &l.ffn_norm,
-            eps,
-        })?;
+        g.op(Op::rms_norm(Xn, X, &l.ffn_norm, eps))?;
         // gate = xn·Wgate, up = xn·Wup: [n, ff]
-        g.op(Op::MatMul {
-            out: Gate,
-            x: Xn,
-            w: &l.ffn_gate,
-        })?;
-        g.op(Op::MatMul {
-            out: Up,
-            x: Xn,
-            w: &l.ffn_up,
-        })?;
+        g.op(Op::matmul(Gate, Xn, &l.ffn_gate))?;
+        g.op(Op::matmul(Up, Xn, &l.ffn_up))?;
         // h = gelu_tanh(gate) * up: [n, ff] (in gate)
         g.op(Op::Glu(Glu::GeluTanh))?;
         // x += rmsnorm(h·Wdown) * ffn_post_norm: [n, d]
-        g.op(Op::MatMul {
-            out: O,
-            x: Gate,
-            w: &l.ffn_down,
-        })?;
-        g.op(Op::RmsNorm {
-            out: O,
-            x: O,
-            w: &l.ffn_post_norm,
-            eps,
-        })?;
-        g.op(Op::Add { x: X, y: O })?;
+        g.op(Op::matmul(O, Gate, &l.ffn_down))?;
+        g.op(Op::rms_norm(O, O, &l.ffn_post_norm, eps))?;
+        g.op(Op::add(X, O))?;
     }
 
     // logits = rmsnorm(x) * output_norm · Wout: [rows, n_vocab], soft-capped if configured

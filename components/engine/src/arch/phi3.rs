@@ -105,7 +105,7 @@ pub(crate) fn emit<'w>(
         n_head_kv: hp.n_head_kv,
         head_dim_k: hd,
         head_dim_v: hp.head_dim_v,
-        kq_scale: 1.0, // q is pre-scaled below,
+        kq_scale: 1.0, // q is pre-scaled below
         softcap: None,
         window: 0,
         flash,
@@ -116,67 +116,34 @@ pub(crate) fn emit<'w>(
 
         // ---- self-attention ----
         // xn = rmsnorm(x) * attn_norm: [n, d]
-        g.op(Op::RmsNorm {
-            out: Xn,
-            x: X,
-            w: &l.attn_norm,
-            eps,
-        })?;
+        g.op(Op::rms_norm(Xn, X, &l.attn_norm, eps))?;
         // q = xn·Wq: [n, n_head*hd]; k = xn·Wk, v = xn·Wv: [n, n_head_kv*hd]
         l.qkv.emit(g)?;
         // rotate every head of q and k by its token's position
-        g.op(Op::Rope {
-            x: Q,
-            rope,
-            head_dim: hd,
-        })?;
-        g.op(Op::Rope {
-            x: K,
-            rope,
-            head_dim: hd,
-        })?;
+        g.op(Op::rope(Q, rope, hd))?;
+        g.op(Op::rope(K, rope, hd))?;
         // q *= 1/sqrt(hd)
-        g.op(Op::Scale {
-            x: Q,
-            s: hp.attn_scale,
-        })?;
+        g.op(Op::scale(Q, hp.attn_scale))?;
         // cache k and v (as f16) at positions pos0..pos0+n, then
         // att = softmax(q·Kᵀ + causal mask)·V: [n, n_head*hd]
-        g.op(Op::Attend { layer: il, attn })?;
+        g.op(Op::attend(il, attn))?;
         // x += att·Wo (+ bo): [n, d]
-        g.op(Op::MatMul {
-            out: O,
-            x: Att,
-            w: &l.wo,
-        })?;
+        g.op(Op::matmul(O, Att, &l.wo))?;
         if let Some(b) = &l.wo_b {
-            g.op(Op::AddBias { x: O, b })?;
+            g.op(Op::add_bias(O, b))?;
         }
-        g.op(Op::Add { x: X, y: O })?;
+        g.op(Op::add(X, O))?;
 
         // ---- feed-forward (SwiGLU) ----
         // xn = rmsnorm(x) * ffn_norm: [n, d]
-        g.op(Op::RmsNorm {
-            out: Xn,
-            x: X,
-            w: &l.ffn_norm,
-            eps,
-        })?;
+        g.op(Op::rms_norm(Xn, X, &l.ffn_norm, eps))?;
         // [gate | up] = xn·Wup: [n, 2*ff]
-        g.op(Op::MatMul {
-            out: Gate,
-            x: Xn,
-            w: &l.ffn_up,
-        })?;
+        g.op(Op::matmul(Gate, Xn, &l.ffn_up))?;
         // h = silu(gate) * up: [n, ff] (in up; ggml_swiglu on the fused halves)
         g.op(Op::Glu(Glu::SiluFused))?;
         // x += h·Wdown: [n, d]
-        g.op(Op::MatMul {
-            out: O,
-            x: Up,
-            w: &l.ffn_down,
-        })?;
-        g.op(Op::Add { x: X, y: O })?;
+        g.op(Op::matmul(O, Up, &l.ffn_down))?;
+        g.op(Op::add(X, O))?;
     }
 
     // logits = rmsnorm(x) * output_norm · Wout: [rows, n_vocab]

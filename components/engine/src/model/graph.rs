@@ -118,6 +118,37 @@ pub enum Op<M, P> {
     },
 }
 
+/// Short forms, so that a forward pass reads a line per operation.
+impl<M, P> Op<M, P> {
+    pub fn scale(x: Buf, s: f32) -> Self {
+        Op::Scale { x, s }
+    }
+
+    pub fn rms_norm(out: Buf, x: Buf, w: P, eps: f32) -> Self {
+        Op::RmsNorm { out, x, w, eps }
+    }
+
+    pub fn matmul(out: Buf, x: Buf, w: M) -> Self {
+        Op::MatMul { out, x, w }
+    }
+
+    pub fn add_bias(x: Buf, b: P) -> Self {
+        Op::AddBias { x, b }
+    }
+
+    pub fn rope(x: Buf, rope: usize, head_dim: usize) -> Self {
+        Op::Rope { x, rope, head_dim }
+    }
+
+    pub fn attend(layer: usize, attn: AttnCfg) -> Self {
+        Op::Attend { layer, attn }
+    }
+
+    pub fn add(x: Buf, y: Buf) -> Self {
+        Op::Add { x, y }
+    }
+}
+
 /// Which rows of a step produce logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rows {

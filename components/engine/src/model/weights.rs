@@ -727,13 +727,9 @@ impl Qkv {
     /// [`Buf::V`]), through [`Buf::Qkv`] when the projections are fused.
     pub(crate) fn emit<'w>(&self, g: &mut impl Emit<'w>) -> Result<()> {
         if let Some((w, b)) = &self.fused {
-            g.op(Op::MatMul {
-                out: Buf::Qkv,
-                x: Buf::Xn,
-                w,
-            })?;
+            g.op(Op::matmul(Buf::Qkv, Buf::Xn, w))?;
             if let Some(b) = b {
-                g.op(Op::AddBias { x: Buf::Qkv, b })?;
+                g.op(Op::add_bias(Buf::Qkv, b))?;
             }
             return g.op(Op::SplitQkv);
         }
@@ -743,9 +739,9 @@ impl Qkv {
             ));
         };
         for ((w, b), out) in parts.iter().zip([Buf::Q, Buf::K, Buf::V]) {
-            g.op(Op::MatMul { out, x: Buf::Xn, w })?;
+            g.op(Op::matmul(out, Buf::Xn, w))?;
             if let Some(b) = b {
-                g.op(Op::AddBias { x: out, b })?;
+                g.op(Op::add_bias(out, b))?;
             }
         }
         Ok(())
