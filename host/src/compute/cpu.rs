@@ -29,6 +29,10 @@ const ROW_ALIGN: usize = 8;
 /// product, large enough that taking one costs little.
 const CHUNKS_PER_THREAD: usize = 4;
 
+/// Activation values below which one thread quantizes them alone (a decode step's 576–2048):
+/// waking the pool costs more than it saves.
+const QUANT_SPLIT_MIN: usize = 1 << 14;
+
 /// Bytes a matrix is read from: a map of the model file.
 pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
@@ -180,8 +184,10 @@ struct Scratch {
 }
 
 thread_local! {
-    /// The quantized activations of the product this thread asked for.
-    static ACTS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The quantized activations of the product this thread asked for, and their type and shape
+    /// (type, rows, values per row) while they still hold that product's input.
+    static ACTS: RefCell<(Option<(GgmlType, usize, usize)>, Vec<u8>)> =
+        const { RefCell::new((None, Vec::new())) };
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch { tmp: Vec::new(), out: Vec::new() })
     };
@@ -205,6 +211,23 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// The quantized activations shared by the threads of one quantization; each writes only its
+/// own rows.
+#[derive(Clone, Copy)]
+struct BytePtr(*mut u8);
+
+// SAFETY: as for `OutPtr`.
+unsafe impl Send for BytePtr {}
+// SAFETY: as above.
+unsafe impl Sync for BytePtr {}
+
+impl BytePtr {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not its field).
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+
 impl OutPtr {
     /// The pointer (a method, so that closures capture the `Sync` wrapper, not its field).
     fn get(self) -> *mut f32 {
@@ -223,7 +246,44 @@ impl CpuMatrix {
         self.w.n_cols
     }
 
-    fn product(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    /// The `n` rows of `x` (`k` values each) quantized to `vt` into `acts` (`arow` bytes per row):
+    /// on the pool's threads, a block of rows each, when there are enough rows to pay for it.
+    fn quantize(
+        &self,
+        vt: GgmlType,
+        x: &[f32],
+        n: usize,
+        k: usize,
+        arow: usize,
+        acts: &mut [u8],
+    ) -> Result<()> {
+        let threads = self.backend.threads;
+        if threads == 1 || n * k < QUANT_SPLIT_MIN {
+            for t in 0..n {
+                quant::quantize_row(
+                    vt,
+                    &x[t * k..(t + 1) * k],
+                    &mut acts[t * arow..(t + 1) * arow],
+                )?;
+            }
+            return Ok(());
+        }
+        let rows = n.div_ceil(threads * CHUNKS_PER_THREAD);
+        let dst = BytePtr(acts.as_mut_ptr());
+        self.backend.for_each(n.div_ceil(rows), &|c| {
+            for t in c * rows..((c + 1) * rows).min(n) {
+                // SAFETY: row `t` (arow bytes inside the n * arow of `acts`) belongs to this
+                // item alone.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * arow), arow) };
+                quant::quantize_row(vt, &x[t * k..(t + 1) * k], row)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `out = x · wᵀ`; `same_input`: `x` is the input of this thread's previous product, unchanged
+    /// since, so its quantization is reused when the type and shape match too.
+    fn product(&self, x: &[f32], n: usize, out: &mut [f32], same_input: bool) -> Result<()> {
         let (k, m) = (self.w.n_cols, self.w.n_rows);
         if x.len() != n * k || out.len() != n * m {
             return Err(Error::InvalidArgument(format!(
@@ -239,14 +299,12 @@ impl CpuMatrix {
         let vt = self.w.ty.vec_dot_type();
         let arow = usize::try_from(vt.row_size(k as u64)?)
             .map_err(|_| Error::OutOfMemory("activations".into()))?;
-        ACTS.with_borrow_mut(|acts| -> Result<()> {
-            grow(acts, n * arow, "quantized activations")?;
-            for t in 0..n {
-                quant::quantize_row(
-                    vt,
-                    &x[t * k..(t + 1) * k],
-                    &mut acts[t * arow..(t + 1) * arow],
-                )?;
+        ACTS.with_borrow_mut(|(tag, acts)| -> Result<()> {
+            if !(same_input && *tag == Some((vt, n, k))) {
+                *tag = None;
+                grow(acts, n * arow, "quantized activations")?;
+                self.quantize(vt, x, n, k, arow, &mut acts[..n * arow])?;
+                *tag = Some((vt, n, k));
             }
             let acts = &acts[..n * arow];
             let threads = self.backend.threads;
@@ -306,6 +364,10 @@ fn chunk_product(
 }
 
 impl DeviceMatrix for CpuMatrix {
+    fn matmul_same_input(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        self.product(x, n, out, true)
+    }
+
     fn shape(&self) -> (usize, usize) {
         (self.w.n_cols, self.w.n_rows)
     }
@@ -315,7 +377,7 @@ impl DeviceMatrix for CpuMatrix {
     }
 
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
-        self.product(x, n, out)
+        self.product(x, n, out, false)
     }
 }
 
@@ -484,7 +546,8 @@ mod tests {
                 quant::quantize_row(ty, &v, &mut bytes[16 + r * row..16 + (r + 1) * row]).unwrap();
             }
             let bytes: SharedBytes = Arc::new(bytes);
-            for n in [1, 3, 9] {
+            // 40 rows of 512: enough values for the threads to quantize them in parts.
+            for n in [1, 3, 9, 40] {
                 let x: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
                 let mut want = vec![0.0; n * m];
                 let one = CpuBackend::new(1).unwrap();
@@ -506,6 +569,56 @@ mod tests {
                         ty.name()
                     );
                 }
+            }
+        }
+    }
+
+    /// A product told its input is the previous one's reuses that quantization only when it is of
+    /// its own type and shape: every order of products gives the results of fresh ones.
+    #[test]
+    fn reused_activations_give_fresh_results() {
+        let (k, m) = (512, 16);
+        let b = CpuBackend::new(2).unwrap();
+        let mut bytes = vec![0u8; 0];
+        let mut mats = Vec::new();
+        for (i, ty) in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K]
+            .into_iter()
+            .enumerate()
+        {
+            let row = ty.row_size(k as u64).unwrap() as usize;
+            let at = bytes.len();
+            bytes.resize(at + row * m, 0);
+            for r in 0..m {
+                let v: Vec<f32> = (0..k)
+                    .map(|j| ((i * 7 + r * 3 + j) as f32 * 0.1).sin())
+                    .collect();
+                quant::quantize_row(ty, &v, &mut bytes[at + r * row..at + (r + 1) * row]).unwrap();
+            }
+            mats.push((ty, at));
+        }
+        let bytes: SharedBytes = Arc::new(bytes);
+        let mats: Vec<CpuMatrix> = mats
+            .iter()
+            .map(|&(ty, at)| b.matrix("w", ty, k, m, bytes.clone(), at as u64).unwrap())
+            .collect();
+        for n in [1, 40] {
+            let x: Vec<f32> = (0..n * k).map(|j| (j as f32 * 0.37).cos()).collect();
+            let other: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+            let fresh: Vec<Vec<f32>> = mats
+                .iter()
+                .map(|w| {
+                    let mut out = vec![0.0; n * m];
+                    w.product(&other, n, &mut out, false).unwrap();
+                    w.product(&x, n, &mut out, false).unwrap();
+                    out
+                })
+                .collect();
+            // Q4_0 then Q8_0 (both Q8_0 activations: reused), then Q4_K (Q8_K: quantized again),
+            // then Q4_0 again (Q8_0 after Q8_K: quantized again).
+            for (i, same) in [(0, false), (1, true), (2, true), (0, true)] {
+                let mut out = vec![f32::NAN; n * m];
+                mats[i].product(&x, n, &mut out, same).unwrap();
+                assert_eq!(out, fresh[i], "matrix {i}, n {n}");
             }
         }
     }

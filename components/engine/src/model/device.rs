@@ -60,6 +60,12 @@ pub trait DeviceMatrix: Send + Sync {
     /// `out[t * n_rows + r] = w[r] · x[t]` for the `n` rows of `x` (`[n, n_cols]`), with the
     /// results of [`crate::model::ops`]'s own matmul bit for bit.
     fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
+
+    /// [`DeviceMatrix::matmul`] of the input of the caller's previous product on this device,
+    /// unchanged since: a device may reuse what it made of it (its quantization).
+    fn matmul_same_input(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        self.matmul(x, n, out)
+    }
 }
 
 /// A session's key/value cache held by a device, which also computes the attention over it:

@@ -775,10 +775,14 @@ impl Backend<Arc<dyn DeviceMatrix>> for OnDevice<'_> {
         w: &Arc<dyn DeviceMatrix>,
         x: &[f32],
         n: usize,
-        _same_input: bool,
+        same_input: bool,
         out: &mut [f32],
     ) -> Result<()> {
-        w.matmul(x, n, out)
+        if same_input {
+            w.matmul_same_input(x, n, out)
+        } else {
+            w.matmul(x, n, out)
+        }
     }
 
     fn attend(
