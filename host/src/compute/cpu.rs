@@ -183,11 +183,13 @@ struct Scratch {
     out: Vec<f32>,
 }
 
+/// What a thread's quantized activations hold: type, rows, values per row.
+type ActsTag = Option<(GgmlType, usize, usize)>;
+
 thread_local! {
     /// The quantized activations of the product this thread asked for, and their type and shape
-    /// (type, rows, values per row) while they still hold that product's input.
-    static ACTS: RefCell<(Option<(GgmlType, usize, usize)>, Vec<u8>)> =
-        const { RefCell::new((None, Vec::new())) };
+    /// while they still hold that product's input.
+    static ACTS: RefCell<(ActsTag, Vec<u8>)> = const { RefCell::new((None, Vec::new())) };
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch { tmp: Vec::new(), out: Vec::new() })
     };
