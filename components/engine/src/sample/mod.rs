@@ -378,6 +378,8 @@ pub struct Sampler {
     counts: HashMap<u32, u32>,
     scores: Vec<(f32, u32)>,
     tmp: Vec<TokenData>,
+    /// The tokens the bias and penalties change, with their changed logits.
+    modified: Vec<(u32, f32)>,
 }
 
 fn oom(what: &str, e: std::collections::TryReserveError) -> Error {
@@ -437,6 +439,7 @@ impl Sampler {
             counts,
             scores,
             tmp,
+            modified: Vec::new(),
         })
     }
 
@@ -492,6 +495,36 @@ impl Sampler {
                 self.n_vocab
             )));
         }
+        let greedy = self.opts.is_greedy();
+        let top_k = usize::try_from(self.opts.top_k).unwrap_or(0);
+        if greedy || (top_k > 0 && top_k < self.n_vocab) {
+            // The chain keeps at most the top k (or 1): gather only those, in one pass over the
+            // row, instead of a candidate per token (262k of them for Gemma 3: more time than
+            // the rest of the guest's work on a token).
+            self.modified_tokens(logits);
+            if greedy {
+                let t = self.argmax_row(logits)?;
+                let cur = &mut self.cur;
+                cur.data.clear();
+                cur.data.push(t);
+                cur.sorted = true;
+                return Ok(t.id);
+            }
+            self.top_k_row(logits, top_k)?;
+        } else {
+            self.all_candidates(logits)?;
+            self.cur.top_k(self.opts.top_k);
+        }
+
+        let o = &self.opts;
+        cur_chain(&mut self.cur, o, &mut self.scores, &mut self.tmp);
+        let i = self.cur.dist(&mut self.rng);
+        Ok(self.cur.data[i].id)
+    }
+
+    /// Every token as a candidate, with the logit bias and penalties applied (the chain's
+    /// start when top-k is off).
+    fn all_candidates(&mut self, logits: &[f32]) -> Result<()> {
         if let Some(i) = logits
             .iter()
             .position(|l| l.is_nan() || *l == f32::INFINITY)
@@ -538,10 +571,22 @@ impl Sampler {
             ));
         }
 
+        Ok(())
+    }
+
+    /// [`Sampler::sample`] with a candidate per token all the way (the path before the one-pass
+    /// forms of greedy and top-k), for the tests that hold the two equal.
+    #[cfg(test)]
+    pub(crate) fn sample_reference(&mut self, logits: &[f32]) -> Result<u32> {
+        self.all_candidates(logits)?;
+        let cur = &mut self.cur;
         if self.opts.is_greedy() {
-            // Every filter keeps the top token, and temperature <= 0 keeps only it
-            // (`llama_sampler_temp_impl`): the result is the argmax, first index on ties.
-            let best = argmax_data(&cur.data);
+            let mut best = 0;
+            for (i, t) in cur.data.iter().enumerate() {
+                if t.logit > cur.data[best].logit {
+                    best = i;
+                }
+            }
             let mut t = cur.data[best];
             t.p = 1.0;
             cur.data.clear();
@@ -549,15 +594,128 @@ impl Sampler {
             cur.sorted = true;
             return Ok(t.id);
         }
-
-        let o = &self.opts;
-        cur.top_k(o.top_k);
-        cur.typical(o.typical_p, o.min_keep, &mut self.scores, &mut self.tmp);
-        cur.top_p(o.top_p, o.min_keep);
-        cur.min_p(o.min_p, o.min_keep);
-        cur.temperature(o.temperature);
+        cur.top_k(self.opts.top_k);
+        cur_chain(cur, &self.opts, &mut self.scores, &mut self.tmp);
         let i = cur.dist(&mut self.rng);
         Ok(cur.data[i].id)
+    }
+
+    /// The tokens whose logits the bias and penalties change, with their changed logits, into
+    /// `self.modified` (each once; `logits` is checked for NaN and +inf by the caller's pass).
+    fn modified_tokens(&mut self, logits: &[f32]) {
+        let o = &self.opts;
+        let m = &mut self.modified;
+        m.clear();
+        let mut add = |id: u32| {
+            if !m.iter().any(|&(t, _)| t == id) {
+                m.push((id, 0.0));
+            }
+        };
+        for &(id, _) in &o.logit_bias {
+            add(id);
+        }
+        let penalties = o.penalties_enabled();
+        if penalties {
+            for &id in self.counts.keys() {
+                add(id);
+            }
+        }
+        for (id, v) in m.iter_mut() {
+            // In the order of `all_candidates`: every bias entry, then the penalties.
+            let mut l = logits[*id as usize];
+            for &(_, b) in o.logit_bias.iter().filter(|(t, _)| t == id) {
+                l += b;
+            }
+            if penalties && let Some(&count) = self.counts.get(id) {
+                l = if l <= 0.0 {
+                    l * o.repeat_penalty
+                } else {
+                    l / o.repeat_penalty
+                };
+                l -= count as f32 * o.frequency_penalty
+                    + if count > 0 { o.presence_penalty } else { 0.0 };
+            }
+            *v = l;
+        }
+    }
+
+    /// The greedy pick over the row as the bias and penalties change it (`self.modified`): the
+    /// first largest logit (llama.cpp's `>` scan), with `all_candidates`'s errors.
+    fn argmax_row(&self, logits: &[f32]) -> Result<TokenData> {
+        let modified = |i: usize| self.modified.iter().any(|&(t, _)| t as usize == i);
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &l) in logits.iter().enumerate() {
+            check_logit(i, l)?;
+            if best.is_none_or(|(_, b)| l > b) {
+                best = Some((i, l));
+            }
+        }
+        // The row's own best is changed: the best of the unchanged ones, then.
+        if best.is_some_and(|(i, _)| modified(i)) {
+            best = None;
+            for (i, &l) in logits.iter().enumerate() {
+                if !modified(i) && best.is_none_or(|(_, b)| l > b) {
+                    best = Some((i, l));
+                }
+            }
+        }
+        for &(id, l) in &self.modified {
+            let i = id as usize;
+            if best.is_none_or(|(bi, b)| l > b || (l == b && i < bi)) {
+                best = Some((i, l));
+            }
+        }
+        match best {
+            Some((i, l)) if l != f32::NEG_INFINITY => Ok(TokenData {
+                id: i as u32,
+                logit: l,
+                p: 1.0,
+            }),
+            _ => Err(all_banned()),
+        }
+    }
+
+    /// The top `k` candidates of the row as the bias and penalties change it, in order: the
+    /// first stage of the chain (`llama_sampler_top_k`), without a candidate per token.
+    fn top_k_row(&mut self, logits: &[f32], k: usize) -> Result<()> {
+        let modified = &self.modified;
+        let cur = &mut self.cur;
+        cur.data.clear();
+        cur.sorted = false;
+        // The top k of the unchanged tokens are among the top k + |modified| of the row.
+        let keep = (k + modified.len()).min(logits.len());
+        let mut floor: Option<f32> = None;
+        for (i, &l) in logits.iter().enumerate() {
+            check_logit(i, l)?;
+            // A later token with the floor's logit ranks after it (ids break ties).
+            if floor.is_some_and(|f| l.total_cmp(&f) != std::cmp::Ordering::Greater) {
+                continue;
+            }
+            cur.data.push(TokenData {
+                id: i as u32,
+                logit: l,
+                p: 0.0,
+            });
+            if cur.data.len() == 2 * keep {
+                cur.data.select_nth_unstable_by(keep - 1, by_logit_desc);
+                cur.data.truncate(keep);
+                floor = Some(cur.data[keep - 1].logit);
+            }
+        }
+        cur.data
+            .retain(|t| !modified.iter().any(|&(id, _)| id == t.id));
+        cur.data.extend(
+            modified
+                .iter()
+                .map(|&(id, logit)| TokenData { id, logit, p: 0.0 }),
+        );
+        cur.data.sort_unstable_by(by_logit_desc);
+        cur.data.truncate(k);
+        cur.sorted = true;
+        if cur.max_logit() == f32::NEG_INFINITY {
+            return Err(all_banned());
+        }
+        Ok(())
     }
 
     /// The candidates left after the last [`Sampler::sample`], in chain order, with `p` the final
@@ -567,14 +725,31 @@ impl Sampler {
     }
 }
 
-fn argmax_data(data: &[TokenData]) -> usize {
-    let mut best = 0;
-    for (i, t) in data.iter().enumerate() {
-        if t.logit > data[best].logit {
-            best = i;
-        }
+/// The rest of the chain after top-k: typical, top-p, min-p, temperature.
+fn cur_chain(
+    cur: &mut Candidates,
+    o: &SamplerOptions,
+    scores: &mut Vec<(f32, u32)>,
+    tmp: &mut Vec<TokenData>,
+) {
+    cur.typical(o.typical_p, o.min_keep, scores, tmp);
+    cur.top_p(o.top_p, o.min_keep);
+    cur.min_p(o.min_p, o.min_keep);
+    cur.temperature(o.temperature);
+}
+
+/// A NaN or +inf logit (of token `i`) is an error.
+fn check_logit(i: usize, l: f32) -> Result<()> {
+    if l.is_nan() || l == f32::INFINITY {
+        return Err(Error::InvalidArgument(format!(
+            "logit of token {i} is {l} (NaN or +inf)"
+        )));
     }
-    best
+    Ok(())
+}
+
+fn all_banned() -> Error {
+    Error::InvalidArgument("every token has logit -inf (all banned by logit bias?)".into())
 }
 
 /// Index of the largest logit (the first one on ties); `None` for an empty row.

@@ -129,6 +129,19 @@ fn greedy_is_argmax_first_on_ties() {
     assert_eq!(s.candidates().len(), 1);
     assert_eq!(s.candidates()[0].p, 1.0);
     assert_eq!(s.sample(&[-5.0, -1.0, -3.0, -1.5, -9.0]).unwrap(), 1);
+    // The same errors as the sampler chain: a NaN or +inf anywhere, or nothing but -inf.
+    let ninf = f32::NEG_INFINITY;
+    assert_eq!(s.sample(&[ninf, ninf, -7.0, ninf, ninf]).unwrap(), 2);
+    for bad in [
+        [0.0, 1.0, f32::NAN, 0.0, 5.0],
+        [9.0, 1.0, 0.0, 0.0, f32::INFINITY],
+        [ninf; 5],
+    ] {
+        assert!(
+            matches!(s.sample(&bad), Err(Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
     assert_eq!(argmax(&[0.1, 3.0, -2.0, 3.0]), Some(1));
     assert_eq!(argmax(&[f32::NAN, -1.0]), Some(1));
     assert_eq!(argmax(&[]), None);
@@ -542,4 +555,86 @@ fn typical_with_underflowing_probabilities() {
         assert!(t == 17 || t == 42, "{t}");
     }
     assert!(s.candidates().iter().all(|t| t.p.is_finite()));
+}
+
+/// The one-pass greedy and top-k forms pick what a candidate per token picks, with the same
+/// candidates left (ids, logits and probabilities bit for bit), over rows with ties, signed
+/// zeros and -inf, under logit bias (bans included) and penalties.
+#[test]
+fn one_pass_sampling_matches_a_candidate_per_token() {
+    let n = 300;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let cases: Vec<SamplerOptions> = vec![
+        SamplerOptions::greedy(),
+        opts(|o| o.top_k = 1),
+        opts(|o| o.top_k = 5),
+        opts(|o| o.top_k = 40),
+        opts(|o| {
+            o.top_k = 40;
+            o.typical_p = 0.9;
+            o.min_keep = 3;
+        }),
+        opts(|o| {
+            o.top_k = 8;
+            o.logit_bias = vec![(3, f32::NEG_INFINITY), (7, 2.5), (3, 1.0), (250, -0.5)];
+        }),
+        opts(|o| {
+            o.temperature = 0.0;
+            o.logit_bias = vec![(0, f32::NEG_INFINITY), (1, 0.25)];
+        }),
+        opts(|o| {
+            o.top_k = 12;
+            o.repeat_penalty = 1.3;
+            o.frequency_penalty = 0.2;
+            o.presence_penalty = 0.1;
+        }),
+        opts(|o| {
+            o.temperature = -1.0;
+            o.repeat_penalty = 1.5;
+            o.logit_bias = vec![(5, -3.0)];
+        }),
+    ];
+    for (c, o) in cases.into_iter().enumerate() {
+        let o = SamplerOptions { seed: 11, ..o };
+        let mut fast = Sampler::new(o.clone(), n).unwrap();
+        let mut full = Sampler::new(o, n).unwrap();
+        for row in 0..60 {
+            // Coarse values: many ties; some rows mostly -inf or zeros of both signs.
+            let logits: Vec<f32> = (0..n)
+                .map(|_| {
+                    let r = rnd();
+                    match (row % 4, r % 16) {
+                        (1, 0..=12) => f32::NEG_INFINITY,
+                        (2, 0..=5) => 0.0,
+                        (2, 6..=11) => -0.0,
+                        _ => ((r >> 8) % 64) as f32 * 0.25 - 8.0,
+                    }
+                })
+                .collect();
+            let a = fast.sample(&logits);
+            let b = full.sample_reference(&logits);
+            match (&a, &b) {
+                (Ok(x), Ok(y)) => assert_eq!(x, y, "case {c} row {row}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("case {c} row {row}: {a:?} vs {b:?}"),
+            }
+            let key = |s: &Sampler| -> Vec<(u32, u32, u32)> {
+                s.candidates()
+                    .iter()
+                    .map(|t| (t.id, t.logit.to_bits(), t.p.to_bits()))
+                    .collect()
+            };
+            if let Ok(t) = a {
+                assert_eq!(key(&fast), key(&full), "case {c} row {row}");
+                fast.accept(t).unwrap();
+                full.accept(t).unwrap();
+            }
+        }
+    }
 }
