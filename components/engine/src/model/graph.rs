@@ -220,12 +220,6 @@ pub trait MatrixShape {
     fn shape(&self) -> (usize, usize);
 }
 
-impl MatrixShape for &Matrix {
-    fn shape(&self) -> (usize, usize) {
-        (self.n_cols, self.n_rows)
-    }
-}
-
 impl MatrixShape for Arc<dyn DeviceMatrix> {
     fn shape(&self) -> (usize, usize) {
         (**self).shape()
@@ -398,7 +392,7 @@ pub(crate) trait Emit<'w> {
 }
 
 /// A step's buffers and where it is.
-pub struct Step<'s> {
+pub(crate) struct Step<'s> {
     bufs: &'s mut [Vec<f32>; N_BUFS],
     tables: &'s mut [Vec<f32>; MAX_ROPES],
     widths: Widths,
@@ -431,7 +425,7 @@ impl Step<'_> {
     }
 
     /// Carries out `op`, the RoPEs it names being `ropes`.
-    pub fn exec<M, P: AsRef<[f32]>>(
+    pub(crate) fn exec<M, P: AsRef<[f32]>>(
         &mut self,
         be: &mut impl Backend<M>,
         ropes: &[Option<Rope<'_>>; MAX_ROPES],
@@ -563,9 +557,9 @@ impl Step<'_> {
                     .get_disjoint_mut([Buf::Xn.i(), Buf::X.i()])
                     .map_err(|_| Error::InvalidArgument("logits".into()))?;
                 ops::rms_norm_to(&x[first * d..n * d], norm.as_ref(), *eps, xn);
-                let (k, n_vocab) = (d, self.logits.len() / n_out.max(1));
+                let n_vocab = self.logits.len() / n_out;
                 let logits = &mut self.logits[..n_out * n_vocab];
-                be.matmul(w, &xn[..n_out * k], n_out, false, logits)?;
+                be.matmul(w, &xn[..n_out * d], n_out, false, logits)?;
                 if let Some(b) = b {
                     ops::add_bias(logits, b.as_ref());
                 }

@@ -370,9 +370,11 @@ impl Scratch {
         let buf = |w: usize, what: &str| -> Result<Vec<f32>> { alloc(mul(nb_all, w, what)?, what) };
         let mut bufs: [Vec<f32>; N_BUFS] = Default::default();
         for (b, (w, name)) in bufs.iter_mut().zip(m.widths().into_iter().zip(Buf::ALL)) {
-            *b = buf(w, &format!("{name:?} activations"))?;
+            // The embeddings go in X wherever the step runs.
+            let rows = if name == Buf::X { nb } else { nb_all };
+            let what = format!("{name:?} activations");
+            *b = alloc(mul(rows, w, &what)?, &what)?;
         }
-        bufs[Buf::X as usize] = alloc(mul(nb, hp.n_embd, "embeddings")?, "embeddings")?;
         let max_k = hp.n_embd.max(hp.attn_out_dim()).max(hp.n_ff);
         Ok(Scratch {
             bufs,
